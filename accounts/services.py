@@ -1,0 +1,85 @@
+"""Writes of the accounts app: organizations, memberships, API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts.models import ApiKey, Membership, Organization
+
+KEY_PREFIX = "ia_"
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def split_key(raw_key: str) -> str | None:
+    """The lookup prefix of a key ``ia_<prefix>_<secret>``, or None if it is not of that form."""
+    if not raw_key.startswith(KEY_PREFIX):
+        return None
+    parts = raw_key[len(KEY_PREFIX) :].split("_", 1)
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        return None
+    return parts[0]
+
+
+def key_matches(api_key: ApiKey, raw_key: str) -> bool:
+    return hmac.compare_digest(api_key.key_hash, hash_key(raw_key))
+
+
+def api_key_create(
+    *, membership: Membership, name: str = "", expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key; return it with the raw key, which is never stored and shown only now."""
+    prefix = secrets.token_hex(4)
+    raw_key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        membership=membership,
+        name=name,
+        prefix=prefix,
+        key_hash=hash_key(raw_key),
+        expires_at=expires_at,
+    )
+    return api_key, raw_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+
+
+@transaction.atomic
+def membership_ensure(*, org_name: str, username: str, role: str) -> Membership:
+    """The membership of ``username`` in ``org_name``, creating organization and user if missing."""
+    slug = slugify(org_name) or "org"
+    organization = Organization.objects.filter(name=org_name).first()
+    if organization is None:
+        organization = Organization.objects.filter(slug=slug).first() or Organization.objects.create(
+            name=org_name, slug=_unique_slug(slug)
+        )
+    user_model = get_user_model()
+    user, created = user_model.objects.get_or_create(username=username)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    membership, _ = Membership.objects.update_or_create(
+        organization=organization, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def _unique_slug(base: str) -> str:
+    slug, n = base, 1
+    while Organization.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug

@@ -1,0 +1,46 @@
+from django.contrib import admin
+
+from costs.models import CostRecord, SyncJob, SyncJobProvider
+
+
+class ReadOnlyAdminMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CostRecord)
+class CostRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Cost records are written only by syncs; the admin reads and filters them."""
+
+    list_display = ["day", "provider", "service", "region", "account", "billed_amount",
+                    "effective_amount", "currency"]
+    list_filter = ["provider__organization", "provider", "currency", "region",
+                   ("day", admin.DateFieldListFilter)]
+    search_fields = ["service", "region", "account"]
+    date_hierarchy = "day"
+    list_select_related = ["provider"]
+    show_full_result_count = False
+
+
+class SyncJobProviderInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = SyncJobProvider
+    extra = 0
+    fields = ["provider", "status", "rows_read", "records_written", "date_from", "date_to",
+              "changed", "error", "started_at", "finished_at"]
+    readonly_fields = fields
+
+
+@admin.register(SyncJob)
+class SyncJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "organization", "kind", "status", "requested_by", "created_at",
+                    "finished_at"]
+    list_filter = ["status", "kind", "organization"]
+    readonly_fields = ["organization", "kind", "status", "requested_by", "date_from", "date_to",
+                       "error", "created_at", "started_at", "finished_at"]
+    inlines = [SyncJobProviderInline]

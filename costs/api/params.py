@@ -1,0 +1,33 @@
+"""Query-parameter serializers shared by the cost endpoints."""
+
+from rest_framework import serializers
+
+from accounts.permissions import request_org
+from infraaudit.errors import InvalidParameter
+from providers.models import Provider
+
+
+class ProviderScopedQuery(serializers.Serializer):
+    provider_id = serializers.IntegerField(
+        required=False, min_value=1, help_text="Limit to one provider of the organization."
+    )
+
+
+def parse_query(serializer_class, request) -> dict:
+    """Validated query parameters, or 400 INVALID_PARAMETER naming each bad one."""
+    serializer = serializer_class(data=request.query_params)
+    if not serializer.is_valid():
+        raise InvalidParameter(
+            {key: [str(message) for message in messages] for key, messages in serializer.errors.items()}
+        )
+    return serializer.validated_data
+
+
+def scoped_provider(request, params: dict) -> Provider | None:
+    """The provider named by ``provider_id`` in the caller's organization (404 otherwise)."""
+    provider_id = params.get("provider_id")
+    if provider_id is None:
+        return None
+    from django.shortcuts import get_object_or_404
+
+    return get_object_or_404(Provider, pk=provider_id, organization=request_org(request))

@@ -1,0 +1,10 @@
+from django.urls import re_path
+
+from costs.api import jobs, reports
+
+urlpatterns = [
+    re_path(r"^costs/sync/?$", jobs.SyncView.as_view(), name="costs-sync"),
+    re_path(r"^costs/overview/?$", reports.OverviewView.as_view(), name="costs-overview"),
+    re_path(r"^costs/trend/?$", reports.TrendView.as_view(), name="costs-trend"),
+    re_path(r"^jobs/(?P<job_id>[0-9]+)/?$", jobs.JobView.as_view(), name="job-detail"),
+]

@@ -1,0 +1,230 @@
+"""Sync jobs: request (deduplicated), run one provider's part, finish the job.
+
+A job has one ``SyncJobProvider`` result per provider. Each result is run by its own
+Celery task (``costs.sync_provider``); the task that finishes the last result finishes
+the job: it runs what the sync triggers (anomaly re-detection for the changed windows)
+and only then sets the job's final status, so a client that sees ``succeeded`` reads
+fresh data.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Organization
+from costs.models import SyncJob, SyncJobProvider
+from costs.services.sync import cost_records_sync
+from infraaudit.errors import Unprocessable
+from providers.adapters.base import ProviderError, ProviderThrottled
+from providers.models import Provider
+
+logger = logging.getLogger(__name__)
+
+FINAL_RESULT = (SyncJobProvider.Status.SUCCEEDED, SyncJobProvider.Status.FAILED)
+
+
+def _enqueue(result_ids: list[int], date_from: date | None, date_to: date | None) -> None:
+    from costs.tasks import sync_provider
+
+    for result_id in result_ids:
+        sync_provider.delay(
+            result_id,
+            date_from.isoformat() if date_from else None,
+            date_to.isoformat() if date_to else None,
+        )
+
+
+@transaction.atomic
+def sync_job_request(
+    *,
+    organization: Organization,
+    user=None,
+    provider: Provider | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> SyncJob:
+    """Start a sync of ``provider`` or of every active provider of the organization.
+
+    While a queued or running job already covers the same providers, that job is returned
+    instead of starting duplicate work."""
+    # Row lock on the organization: two simultaneous requests cannot both create a job.
+    Organization.objects.select_for_update().filter(pk=organization.pk).first()
+    if provider is not None:
+        if not provider.is_active:
+            raise Unprocessable(
+                f"provider {provider.id} is inactive; activate it before syncing",
+                code="PROVIDER_INACTIVE",
+                details={"provider_id": provider.id},
+            )
+        providers = [provider]
+    else:
+        providers = list(Provider.objects.filter(organization=organization, is_active=True))
+        if not providers:
+            raise Unprocessable(
+                "the organization has no active providers to sync", code="NO_PROVIDERS"
+            )
+    wanted = {p.id for p in providers}
+    active_jobs = SyncJob.objects.filter(
+        organization=organization, kind="cost_sync", status__in=SyncJob.ACTIVE_STATUSES
+    ).prefetch_related("results")
+    for job in active_jobs:
+        if wanted <= {r.provider_id for r in job.results.all()}:
+            return job
+
+    job = SyncJob.objects.create(
+        organization=organization,
+        requested_by=user,
+        status=SyncJob.Status.QUEUED,
+        date_from=date_from,
+        date_to=date_to,
+    )
+    results = SyncJobProvider.objects.bulk_create(
+        SyncJobProvider(job=job, provider=p) for p in providers
+    )
+    result_ids = [r.id for r in results]
+    transaction.on_commit(lambda: _enqueue(result_ids, date_from, date_to))
+    return job
+
+
+@transaction.atomic
+def import_job_request(*, provider: Provider, user, source_file: str) -> SyncJob:
+    """A job importing one uploaded FOCUS file into ``provider``."""
+    job = SyncJob.objects.create(
+        organization=provider.organization, requested_by=user, kind="focus_import"
+    )
+    result = SyncJobProvider.objects.create(job=job, provider=provider, source_file=source_file)
+    transaction.on_commit(lambda: _enqueue([result.id], None, None))
+    return job
+
+
+def _mark_running(result: SyncJobProvider) -> None:
+    now = timezone.now()
+    SyncJobProvider.objects.filter(pk=result.pk).update(
+        status=SyncJobProvider.Status.RUNNING, started_at=now
+    )
+    SyncJob.objects.filter(pk=result.job_id, status=SyncJob.Status.QUEUED).update(
+        status=SyncJob.Status.RUNNING, started_at=now
+    )
+
+
+def sync_result_run(
+    *, result_id: int, date_from: date | None = None, date_to: date | None = None,
+    final_attempt: bool = True,
+) -> None:
+    """Run one provider's part of a job and record its outcome on the result.
+
+    ``ProviderThrottled`` propagates (the task retries) unless this is the final attempt.
+    Any other failure is recorded on the result; the other providers are unaffected."""
+    result = SyncJobProvider.objects.select_related("provider", "job").get(pk=result_id)
+    if result.status in FINAL_RESULT:
+        return  # a redelivered task: the work is done
+    _mark_running(result)
+    try:
+        outcome = cost_records_sync(
+            provider=result.provider,
+            start=date_from,
+            end=date_to,
+            source_file=result.source_file or None,
+        )
+    except ProviderThrottled as exc:
+        if not final_attempt:
+            raise
+        _record_failure(result, f"{exc} (gave up after retries)")
+    except ProviderError as exc:
+        _record_failure(result, str(exc))
+    except Exception as exc:
+        logger.exception("sync of provider %s failed unexpectedly", result.provider_id)
+        _record_failure(result, f"internal error ({type(exc).__name__}); see the worker log")
+    else:
+        SyncJobProvider.objects.filter(pk=result.pk).update(
+            status=SyncJobProvider.Status.SUCCEEDED,
+            rows_read=outcome.rows_read,
+            records_written=outcome.records_written,
+            date_from=outcome.date_from,
+            date_to=outcome.date_to,
+            changed=outcome.changed,
+            finished_at=timezone.now(),
+        )
+    finally:
+        _discard_upload(result)
+    sync_job_finish_if_done(job_id=result.job_id)
+
+
+def _discard_upload(result: SyncJobProvider) -> None:
+    if result.source_file:
+        from pathlib import Path
+
+        Path(result.source_file).unlink(missing_ok=True)
+
+
+def _record_failure(result: SyncJobProvider, message: str) -> None:
+    SyncJobProvider.objects.filter(pk=result.pk).update(
+        status=SyncJobProvider.Status.FAILED, error=message[:2000], finished_at=timezone.now()
+    )
+
+
+def sync_job_finish_if_done(*, job_id: int) -> None:
+    """When every provider of the job is final, run what the sync triggers, then set the
+    job's final status. Exactly one caller gets to finish (row lock + status check)."""
+    with transaction.atomic():
+        job = SyncJob.objects.select_for_update().get(pk=job_id)
+        if job.status not in SyncJob.ACTIVE_STATUSES:
+            return
+        results = list(job.results.select_related("provider"))
+        if any(r.status not in FINAL_RESULT for r in results):
+            return
+        _after_sync(job, results)
+        failed = [r for r in results if r.status == SyncJobProvider.Status.FAILED]
+        if not failed:
+            job.status = SyncJob.Status.SUCCEEDED
+        elif len(failed) == len(results):
+            job.status = SyncJob.Status.FAILED
+        else:
+            job.status = SyncJob.Status.PARTIAL
+        job.finished_at = timezone.now()
+        job.started_at = job.started_at or job.finished_at
+        job.save(update_fields=["status", "finished_at", "started_at"])
+
+
+def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> None:
+    """What a sync triggers for each provider whose records changed. Cached forecasts key
+    on the provider's data version, which the sync bumped, so they are invalid already."""
+    changed = [r for r in results if r.changed and r.date_from and r.date_to]
+    for result in changed:
+        logger.info(
+            "provider %s changed %s..%s", result.provider_id, result.date_from, result.date_to
+        )
+
+
+def sync_jobs_sweep_stale(*, now=None) -> int:
+    """Mark failed the jobs whose workers died: still queued/running past the time limit."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.SYNC_JOB_STALE_SECONDS)
+    stale_ids = list(
+        SyncJob.objects.filter(
+            status__in=SyncJob.ACTIVE_STATUSES, created_at__lt=cutoff
+        ).values_list("id", flat=True)
+    )
+    message = "the sync did not finish within its time limit (worker lost or stopped)"
+    for job_id in stale_ids:
+        SyncJobProvider.objects.filter(job_id=job_id).exclude(status__in=FINAL_RESULT).update(
+            status=SyncJobProvider.Status.FAILED, error=message, finished_at=now
+        )
+        sync_job_finish_if_done(job_id=job_id)
+    return len(stale_ids)
+
+
+def sync_all_active() -> list[SyncJob]:
+    """The nightly sync: one job per organization with active providers."""
+    jobs = []
+    org_ids = (
+        Provider.objects.filter(is_active=True).values_list("organization_id", flat=True).distinct()
+    )
+    for organization in Organization.objects.filter(pk__in=list(org_ids)):
+        jobs.append(sync_job_request(organization=organization))
+    return jobs

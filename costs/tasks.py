@@ -1,0 +1,62 @@
+"""Celery tasks: thin wrappers that take ids and ISO dates and call one service."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+
+from celery import shared_task
+from django.conf import settings
+
+from costs.services import jobs
+from providers.adapters.base import ProviderThrottled
+
+MAX_RETRIES = 6
+BACKOFF_BASE_SECONDS = 30
+BACKOFF_MAX_SECONDS = 30 * 60
+
+
+def retry_countdown(retries: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+    backoff = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**retries)
+    countdown = random.uniform(backoff / 2, backoff)
+    return max(countdown, retry_after or 0)
+
+
+def _date(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+@shared_task(
+    bind=True,
+    name="costs.sync_provider",
+    max_retries=MAX_RETRIES,
+    soft_time_limit=settings.SYNC_SOFT_TIME_LIMIT,
+    time_limit=settings.SYNC_TIME_LIMIT,
+    acks_late=True,
+)
+def sync_provider(self, result_id: int, date_from: str | None = None, date_to: str | None = None):
+    """Sync one provider of a job; retries only when the provider throttles us."""
+    try:
+        jobs.sync_result_run(
+            result_id=result_id,
+            date_from=_date(date_from),
+            date_to=_date(date_to),
+            final_attempt=self.request.retries >= self.max_retries,
+        )
+    except ProviderThrottled as exc:
+        raise self.retry(
+            exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)
+        ) from exc
+
+
+@shared_task(name="costs.sync_all_providers")
+def sync_all_providers() -> int:
+    """The nightly sync of every active provider (scheduled by Celery beat)."""
+    return len(jobs.sync_all_active())
+
+
+@shared_task(name="costs.sweep_stale_jobs")
+def sweep_stale_jobs() -> int:
+    """Fail jobs whose worker died, so no job stays running forever."""
+    return jobs.sync_jobs_sweep_stale()

@@ -1,0 +1,120 @@
+"""The one error format of the API: ``{"error", "code", "details"}`` for every 4xx."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from django.views.defaults import page_not_found
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
+
+_CODES = {
+    status.HTTP_400_BAD_REQUEST: "INVALID_REQUEST",
+    status.HTTP_401_UNAUTHORIZED: "UNAUTHORIZED",
+    status.HTTP_403_FORBIDDEN: "FORBIDDEN",
+    status.HTTP_404_NOT_FOUND: "NOT_FOUND",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "METHOD_NOT_ALLOWED",
+    status.HTTP_406_NOT_ACCEPTABLE: "NOT_ACCEPTABLE",
+    status.HTTP_409_CONFLICT: "CONFLICT",
+    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE: "PAYLOAD_TOO_LARGE",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE",
+    status.HTTP_422_UNPROCESSABLE_ENTITY: "UNPROCESSABLE",
+    status.HTTP_429_TOO_MANY_REQUESTS: "THROTTLED",
+}
+
+
+class ApiError(exceptions.APIException):
+    """An error with an explicit machine code and details, raised by views and services."""
+
+    def __init__(self, message: str, *, code: str, status_code: int = 400, details=None):
+        super().__init__(detail=message, code=code)
+        self.status_code = status_code
+        self.error_code = code
+        self.details = details if details is not None else {}
+
+
+class InvalidParameter(ApiError):
+    """A query parameter failed validation; ``details`` maps each parameter to its messages."""
+
+    def __init__(self, details: dict):
+        super().__init__(
+            "invalid query parameter", code="INVALID_PARAMETER", status_code=400, details=details
+        )
+
+
+class Unprocessable(ApiError):
+    def __init__(self, message: str, *, code: str = "UNPROCESSABLE", details=None):
+        super().__init__(message, code=code, status_code=422, details=details)
+
+
+class Conflict(ApiError):
+    def __init__(self, message: str, *, code: str = "CONFLICT", details=None):
+        super().__init__(message, code=code, status_code=409, details=details)
+
+
+def error_body(message: str, code: str, details=None) -> dict:
+    return {"error": message, "code": code, "details": details if details is not None else {}}
+
+
+def _flatten(detail):
+    """DRF error detail (ErrorDetail / list / dict) -> plain JSON structure of strings."""
+    if isinstance(detail, dict):
+        return {str(key): _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    if not isinstance(exc, exceptions.APIException):
+        return None  # a real bug: let Django log it and answer 500
+
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))
+
+    if isinstance(exc, ApiError):
+        body = error_body(str(exc.detail), exc.error_code, exc.details)
+    elif isinstance(exc, exceptions.ValidationError):
+        details = _flatten(exc.detail)
+        if not isinstance(details, dict):
+            details = {"non_field_errors": details if isinstance(details, list) else [details]}
+        body = error_body("invalid request body", "INVALID_BODY", details)
+    else:
+        code = _CODES.get(exc.status_code, "ERROR")
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            code = "UNAUTHORIZED"
+        body = error_body(str(exc.detail), code)
+
+    set_rollback()
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def json_404(request, exception=None):
+    if not request.path.startswith("/api/"):
+        return page_not_found(request, exception)
+    return JsonResponse(error_body("not found", "NOT_FOUND"), status=404)
+
+
+def json_400(request, exception=None):
+    return JsonResponse(error_body("bad request", "BAD_REQUEST"), status=400)
+
+
+def json_403(request, exception=None):
+    return JsonResponse(error_body("forbidden", "FORBIDDEN"), status=403)
+
+
+def json_500(request):
+    return JsonResponse(error_body("internal server error", "SERVER_ERROR"), status=500)

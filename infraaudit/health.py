@@ -1,0 +1,53 @@
+"""Health endpoints for load balancers and orchestrators (no authentication)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+logger = logging.getLogger(__name__)
+
+
+@require_GET
+def healthz(request):
+    """The process is up and serving requests."""
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:
+        logger.warning("readyz: database unreachable: %s", type(exc).__name__)
+        return "unreachable"
+
+
+def _check_broker() -> str:
+    if not settings.CELERY_BROKER_URL:
+        return "embedded"
+    from infraaudit.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return "ok"
+    except Exception as exc:
+        logger.warning("readyz: broker unreachable: %s", type(exc).__name__)
+        return "unreachable"
+
+
+@require_GET
+def readyz(request):
+    """The database and the broker (when one is configured) are reachable."""
+    checks = {"database": _check_database(), "broker": _check_broker()}
+    ready = all(value in ("ok", "embedded") for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -1,0 +1,243 @@
+"""Settings, read from the environment (see `.env.example`).
+
+With no environment at all the service runs on its embedded default: a SQLite file
+under ``var/`` and Celery tasks executed in-process (no broker to install).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+
+from infraaudit.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("INFRAAUDIT_VAR_DIR") or BASE_DIR / "var")
+
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off "
+            "(set DJANGO_DEBUG=1 for local development)."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# Fernet key(s) for provider credentials at rest. Several comma-separated keys allow
+# rotation: the first encrypts, all decrypt.
+ENCRYPTION_KEYS = env_list("INFRAAUDIT_ENCRYPTION_KEY")
+if not ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "INFRAAUDIT_ENCRYPTION_KEY is required when DJANGO_DEBUG is off. Generate one with: "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
+    ENCRYPTION_KEYS = [base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()]
+
+# The only local folder a FOCUS provider may read exports from.
+IMPORT_ROOT = Path(env_str("INFRAAUDIT_IMPORT_ROOT") or VAR_DIR / "imports").resolve()
+UPLOAD_DIR = Path(env_str("INFRAAUDIT_UPLOAD_DIR") or VAR_DIR / "uploads").resolve()
+UPLOAD_MAX_BYTES = env_int("INFRAAUDIT_UPLOAD_MAX_BYTES", 2 * 1024**3)
+# Use the server's own cloud identity (instance role, ADC, DefaultAzureCredential).
+# Off by default: it would let one organization read another's data through us.
+ALLOW_AMBIENT_CREDENTIALS = env_bool("INFRAAUDIT_ALLOW_AMBIENT_CREDENTIALS", default=False)
+DEFAULT_CURRENCY = env_str("INFRAAUDIT_DEFAULT_CURRENCY", "USD")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "accounts",
+    "providers",
+    "costs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "infraaudit.urls"
+WSGI_APPLICATION = "infraaudit.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'infraaudit.sqlite3'}"
+try:
+    DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
+except Exception as exc:  # django-environ raises several types for a malformed URL
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "infraaudit_cache",
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+if DEBUG:
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads stream to a temporary file
+FILE_UPLOAD_TEMP_DIR = None
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", default=True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.BearerKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.OrgRolePermission"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "infraaudit.pagination.Pagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "infraaudit.errors.exception_handler",
+    "COERCE_DECIMAL_TO_STRING": False,
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_RATES": {},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "InfraAudit Costs API",
+    "DESCRIPTION": "Billing sync, spend overview and trend, forecasts and anomalies.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key"}
+        }
+    },
+    "SECURITY": [{"bearerAuth": []}],
+    # Swagger UI is served from our own static files, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Celery. With no broker configured, tasks run in-process (eagerly) so the embedded
+# default needs nothing installed; production sets CELERY_BROKER_URL=redis://...
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Time limits of one provider's sync (seconds); a job still running after
+# SYNC_JOB_STALE_SECONDS is marked failed by the sweeper.
+SYNC_SOFT_TIME_LIMIT = env_int("INFRAAUDIT_SYNC_SOFT_TIME_LIMIT", 3300)
+SYNC_TIME_LIMIT = env_int("INFRAAUDIT_SYNC_TIME_LIMIT", 3600)
+SYNC_JOB_STALE_SECONDS = env_int("INFRAAUDIT_SYNC_JOB_STALE_SECONDS", 2 * 3600)
+# The nightly sync, as a cron expression (minute hour day-of-month month day-of-week).
+NIGHTLY_SYNC_CRON = env_str("INFRAAUDIT_NIGHTLY_SYNC_CRON", "30 2 * * *")
+
+
+def _crontab(expression: str) -> crontab:
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ImproperlyConfigured(
+            f"INFRAAUDIT_NIGHTLY_SYNC_CRON must have 5 fields, got {expression!r}"
+        )
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
+
+
+CELERY_BEAT_SCHEDULE = {
+    "nightly-cost-sync": {"task": "costs.sync_all_providers", "schedule": _crontab(NIGHTLY_SYNC_CRON)},
+    "sweep-stale-sync-jobs": {"task": "costs.sweep_stale_jobs", "schedule": crontab(minute="*/10")},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "azure": {"level": "WARNING"},
+        "cmdstanpy": {"level": "WARNING"},
+        "prophet": {"level": "WARNING"},
+    },
+}

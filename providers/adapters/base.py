@@ -1,0 +1,82 @@
+"""What every billing adapter produces and raises.
+
+An adapter turns one provider's billing source into a stream of ``CostRow``s. It never
+imports the ORM; the sync service (``costs.services.sync``) owns the transaction and
+the write. Rows may repeat a natural key (hourly rows, several pages): the sync service
+sums them per (day, service, region, account, currency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any, Protocol
+
+GLOBAL_REGION = "global"
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    day: date
+    service: str
+    region: str
+    account: str
+    billed: Decimal
+    effective: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSnapshot:
+    """What an adapter may know of a provider: plain data, no model instance."""
+
+    id: int
+    name: str
+    kind: str
+    config: dict[str, Any]
+    credentials: dict[str, Any] = field(repr=False)
+    allow_ambient_credentials: bool = False
+
+
+@dataclass(slots=True)
+class FetchStats:
+    """Filled in by the adapter while it streams; read by the sync service afterwards."""
+
+    rows_read: int = 0
+    # The days the source actually covered. API adapters cover the requested window;
+    # file adapters cover the days present in the files they read.
+    date_from: date | None = None
+    date_to: date | None = None
+
+
+class ProviderError(Exception):
+    """A permanent failure; its message is shown to the user on the job, so it must say
+    what to fix and must never contain a secret."""
+
+
+class ProviderThrottled(ProviderError):
+    """The provider asked us to slow down; the task retries with backoff."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Adapter(Protocol):
+    """One billing source. ``fetch`` streams rows for the UTC days ``start``..``end``
+    (inclusive); file-based sources may ignore the window and say what they covered in
+    ``stats``. ``replaces_window`` is True when the records of the covered days must be
+    replaced by what was read (always, in this product)."""
+
+    default_backfill_days: int
+
+    def __init__(self, provider: ProviderSnapshot) -> None: ...
+
+    def fetch(self, *, start: date, end: date, stats: FetchStats) -> Iterator[CostRow]: ...
+
+
+def normalize_region(region: str | None) -> str:
+    region = (region or "").strip()
+    return region if region and region.upper() != "NULL" else GLOBAL_REGION

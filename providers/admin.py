@@ -1,0 +1,72 @@
+import json
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from rest_framework import serializers
+
+from providers.configs import validate_provider_settings
+from providers.models import Provider
+
+
+class ProviderForm(forms.ModelForm):
+    """Credentials are write-only: the field starts empty, and leaving it empty keeps the
+    stored (encrypted) credentials."""
+
+    new_credentials = forms.CharField(
+        label="Credentials (JSON)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
+        help_text="Write-only. Leave empty to keep the stored credentials; they are never shown.",
+    )
+    clear_credentials = forms.BooleanField(required=False)
+
+    class Meta:
+        model = Provider
+        fields = ["organization", "name", "kind", "config", "is_active"]
+
+    def clean(self):
+        cleaned = super().clean()
+        raw = cleaned.get("new_credentials")
+        credentials = None
+        if raw:
+            try:
+                credentials = json.loads(raw)
+            except ValueError:
+                raise ValidationError({"new_credentials": "must be a JSON object"}) from None
+        if cleaned.get("kind"):
+            try:
+                config, credentials = validate_provider_settings(
+                    kind=cleaned["kind"], config=cleaned.get("config") or {}, credentials=credentials
+                )
+            except serializers.ValidationError as exc:
+                raise ValidationError(json.dumps(exc.detail)) from None
+            cleaned["config"] = config
+        cleaned["validated_credentials"] = credentials
+        return cleaned
+
+    def save(self, commit=True):
+        provider = super().save(commit=False)
+        provider.config = self.cleaned_data["config"]
+        if self.cleaned_data.get("clear_credentials"):
+            provider.credentials = None
+        elif self.cleaned_data.get("validated_credentials"):
+            provider.credentials = self.cleaned_data["validated_credentials"]
+        if commit:
+            provider.save()
+        return provider
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ["name", "organization", "kind", "is_active", "has_credentials",
+                    "last_synced_at", "coverage_start", "coverage_end"]
+    list_filter = ["kind", "is_active", "organization"]
+    search_fields = ["name"]
+    readonly_fields = ["last_synced_at", "coverage_start", "coverage_end", "data_version",
+                       "created_at", "updated_at"]
+
+    @admin.display(boolean=True)
+    def has_credentials(self, obj):
+        return obj.has_credentials

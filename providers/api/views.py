@@ -1,0 +1,39 @@
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import viewsets
+
+from accounts.permissions import request_org
+from providers.api.serializers import ProviderSerializer
+from providers.models import Provider
+from providers.services import provider_create, provider_update
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the organization's providers"),
+    create=extend_schema(summary="Connect a provider (admin)"),
+    retrieve=extend_schema(summary="Read a provider"),
+    update=extend_schema(summary="Replace a provider's settings (admin)"),
+    partial_update=extend_schema(summary="Change some of a provider's settings (admin)"),
+    destroy=extend_schema(summary="Delete a provider and its cost records (admin)"),
+)
+class ProviderViewSet(viewsets.ModelViewSet):
+    serializer_class = ProviderSerializer
+    filterset_fields = ["kind", "is_active"]
+
+    def get_queryset(self):
+        return Provider.objects.filter(organization=request_org(self.request)).order_by("name")
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        serializer.instance = provider_create(
+            organization=request_org(self.request),
+            name=data["name"],
+            kind=data["kind"],
+            config=data.get("config", {}),
+            credentials=data.get("credentials"),
+            is_active=data.get("is_active", True),
+        )
+
+    def perform_update(self, serializer):
+        serializer.instance = provider_update(
+            provider=serializer.instance, data=serializer.validated_data
+        )
