@@ -11,7 +11,6 @@ import hashlib
 from pathlib import Path
 
 import environ
-from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from infraaudit.env import env_bool, env_int, env_list, env_str
@@ -202,30 +201,18 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 SYNC_SOFT_TIME_LIMIT = env_int("INFRAAUDIT_SYNC_SOFT_TIME_LIMIT", 3300)
 SYNC_TIME_LIMIT = env_int("INFRAAUDIT_SYNC_TIME_LIMIT", 3600)
 SYNC_JOB_STALE_SECONDS = env_int("INFRAAUDIT_SYNC_JOB_STALE_SECONDS", 2 * 3600)
-# The nightly sync, as a cron expression (minute hour day-of-month month day-of-week).
+# The nightly sync, as a cron expression (minute hour day-of-month month day-of-week),
+# used when the periodic task is first created; later edits are made in the admin.
 NIGHTLY_SYNC_CRON = env_str("INFRAAUDIT_NIGHTLY_SYNC_CRON", "30 2 * * *")
 
 
-def _crontab(expression: str) -> crontab:
-    parts = expression.split()
-    if len(parts) != 5:
-        raise ImproperlyConfigured(
-            f"INFRAAUDIT_NIGHTLY_SYNC_CRON must have 5 fields, got {expression!r}"
-        )
-    minute, hour, day_of_month, month_of_year, day_of_week = parts
-    return crontab(
-        minute=minute,
-        hour=hour,
-        day_of_month=day_of_month,
-        month_of_year=month_of_year,
-        day_of_week=day_of_week,
+if len(NIGHTLY_SYNC_CRON.split()) != 5:
+    raise ImproperlyConfigured(
+        f"INFRAAUDIT_NIGHTLY_SYNC_CRON must have 5 fields, got {NIGHTLY_SYNC_CRON!r}"
     )
-
-
-CELERY_BEAT_SCHEDULE = {
-    "nightly-cost-sync": {"task": "costs.sync_all_providers", "schedule": _crontab(NIGHTLY_SYNC_CRON)},
-    "sweep-stale-sync-jobs": {"task": "costs.sweep_stale_jobs", "schedule": crontab(minute="*/10")},
-}
+# Periodic tasks live in the database (django-celery-beat) so staff can edit them in the
+# admin; costs.schedule creates them after migrate from the settings above.
+CELERY_BEAT_SCHEDULE = {}
 
 LOGGING = {
     "version": 1,

@@ -1,14 +1,23 @@
 """POST /costs/sync and GET /jobs/{id}."""
 
+import shutil
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_org
 from costs.models import SyncJob
-from costs.services.jobs import sync_job_request
+from costs.services.jobs import import_job_request, sync_job_request
+from infraaudit.errors import Unprocessable
 from providers.models import Provider
 
 
@@ -104,3 +113,88 @@ class JobView(APIView):
             organization=request_org(request),
         )
         return Response(SyncJobSerializer(job).data)
+
+
+class UploadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "PAYLOAD_TOO_LARGE"
+
+
+class LimitedUploadHandler(TemporaryFileUploadHandler):
+    """Streams the upload to a temporary file and stops at INFRAAUDIT_UPLOAD_MAX_BYTES."""
+
+    def new_file(self, *args, **kwargs):
+        self.received = 0
+        super().new_file(*args, **kwargs)
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.received > settings.UPLOAD_MAX_BYTES:
+            raise UploadTooLarge(
+                f"the file is larger than the upload limit of {settings.UPLOAD_MAX_BYTES} bytes"
+            )
+        return super().receive_data_chunk(raw_data, start)
+
+
+UPLOAD_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+class ImportRequest(serializers.Serializer):
+    file = serializers.FileField(help_text="A FOCUS export: .csv, .csv.gz or .parquet.")
+
+    def validate_file(self, value):
+        name = (value.name or "").lower()
+        if not name.endswith(UPLOAD_SUFFIXES):
+            raise serializers.ValidationError("must be a .csv, .csv.gz or .parquet file")
+        return value
+
+
+def store_upload(uploaded) -> str:
+    """Move the uploaded file into UPLOAD_DIR under a name of our own; return its path."""
+    upload_dir = Path(settings.UPLOAD_DIR)
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    name = uploaded.name.lower()
+    suffix = next(s for s in sorted(UPLOAD_SUFFIXES, key=len, reverse=True) if name.endswith(s))
+    target = upload_dir / f"{uuid.uuid4().hex}{suffix}"
+    temporary_path = getattr(uploaded, "temporary_file_path", None)
+    if temporary_path:
+        shutil.move(temporary_path(), target)
+    else:
+        with target.open("wb") as out:
+            for chunk in uploaded.chunks():
+                out.write(chunk)
+    return str(target)
+
+
+class ImportView(APIView):
+    parser_classes = [MultiPartParser]
+
+    def initialize_request(self, request, *args, **kwargs):
+        request.upload_handlers = [LimitedUploadHandler(request)]
+        return super().initialize_request(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Import an uploaded FOCUS export into a focus provider (admin)",
+        description="Multipart upload (field `file`) of a FOCUS 1.0-1.2 export as CSV, "
+        "CSV.gz or Parquet. The file is streamed to disk and imported by the sync code in "
+        "Celery; the days it covers replace the provider's records for those days. 413 "
+        "above the upload limit.",
+        request={"multipart/form-data": ImportRequest},
+        responses={202: JobAccepted},
+    )
+    def post(self, request, provider_id: int):
+        provider = get_object_or_404(
+            Provider, pk=provider_id, organization=request_org(request)
+        )
+        if provider.kind != Provider.Kind.FOCUS:
+            raise Unprocessable(
+                f"provider {provider.id} is of kind {provider.kind}; uploads go to focus providers",
+                code="NOT_A_FOCUS_PROVIDER",
+                details={"provider_id": provider.id},
+            )
+        serializer = ImportRequest(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        path = store_upload(serializer.validated_data["file"])
+        job = import_job_request(provider=provider, user=request.user, source_file=path)
+        job.refresh_from_db(fields=["status"])
+        return accepted(job)

@@ -7,4 +7,9 @@ urlpatterns = [
     re_path(r"^costs/overview/?$", reports.OverviewView.as_view(), name="costs-overview"),
     re_path(r"^costs/trend/?$", reports.TrendView.as_view(), name="costs-trend"),
     re_path(r"^jobs/(?P<job_id>[0-9]+)/?$", jobs.JobView.as_view(), name="job-detail"),
+    re_path(
+        r"^providers/(?P<provider_id>[0-9]+)/import/?$",
+        jobs.ImportView.as_view(),
+        name="provider-import",
+    ),
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -137,6 +138,10 @@ def sync_result_run(
         _record_failure(result, f"{exc} (gave up after retries)")
     except ProviderError as exc:
         _record_failure(result, str(exc))
+    except SoftTimeLimitExceeded:
+        _record_failure(
+            result, f"the sync exceeded its time limit of {settings.SYNC_SOFT_TIME_LIMIT} s"
+        )
     except Exception as exc:
         logger.exception("sync of provider %s failed unexpectedly", result.provider_id)
         _record_failure(result, f"internal error ({type(exc).__name__}); see the worker log")

@@ -1,0 +1,291 @@
+"""Sync jobs through the API, run by the real Celery task code (eagerly) and the FOCUS
+adapter reading files the tests write."""
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from costs.models import CostRecord, SyncJob, SyncJobProvider
+from costs.services.jobs import sync_jobs_sweep_stale
+from costs.tasks import retry_countdown, sync_all_providers
+from tests.costs.focus_files import write_focus_csv
+from tests.factories import (
+    OrganizationFactory,
+    ProviderFactory,
+    SyncJobFactory,
+    SyncJobProviderFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def import_root(settings, tmp_path):
+    root = tmp_path / "imports"
+    root.mkdir()
+    settings.IMPORT_ROOT = root
+    settings.UPLOAD_DIR = tmp_path / "uploads"
+    return root
+
+
+@pytest.fixture
+def run_on_commit(django_capture_on_commit_callbacks):
+    """Run on_commit callbacks (the task enqueue) as a real commit would."""
+
+    def run(callable_, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return callable_(*args, **kwargs)
+
+    return run
+
+
+def focus_provider(org, root, name="AWS Export", rows=None):
+    folder = root / name.replace(" ", "_")
+    write_focus_csv(
+        folder / "export.csv",
+        rows
+        or [
+            {"day": "2024-01-01", "service": "EC2", "amount": "10.50"},
+            {"day": "2024-01-01", "service": "EC2", "amount": "0.25"},
+            {"day": "2024-01-02", "service": "S3", "amount": "3.10", "region": ""},
+        ],
+    )
+    return ProviderFactory(organization=org, name=name, kind="focus", config={"uri": str(folder)})
+
+
+def test_sync_runs_job_to_success_with_results(api, org, import_root, run_on_commit):
+    provider = focus_provider(org, import_root)
+    response = run_on_commit(api.post, "/api/v1/costs/sync", {}, format="json")
+    assert response.status_code == 202
+    assert set(response.json()) == {"job_id", "status"}
+
+    job = api.get(f"/api/v1/jobs/{response.json()['job_id']}").json()
+    assert job["status"] == "succeeded"
+    assert job["kind"] == "cost_sync"
+    assert set(job) == {"job_id", "kind", "status", "created_at", "started_at", "finished_at",
+                        "providers"}
+    assert job["providers"] == [
+        {
+            "provider_id": provider.id,
+            "name": "AWS Export",
+            "status": "succeeded",
+            "rows_read": 3,
+            "records_written": 2,
+            "date_from": "2024-01-01",
+            "date_to": "2024-01-02",
+            "error": None,
+        }
+    ]
+    records = {r.service: r for r in CostRecord.objects.filter(provider=provider)}
+    assert records["EC2"].billed_amount == Decimal("10.75")
+    assert records["S3"].region == "global"
+
+
+def test_sync_one_provider_by_id(api, org, import_root, run_on_commit):
+    first = focus_provider(org, import_root, "First")
+    focus_provider(org, import_root, "Second")
+    response = run_on_commit(api.post, "/api/v1/costs/sync/", {"provider_id": first.id},
+                             format="json")
+    job = SyncJob.objects.get(pk=response.json()["job_id"])
+    assert [r.provider_id for r in job.results.all()] == [first.id]
+
+
+def test_sync_partial_when_one_provider_fails(api, org, import_root, run_on_commit):
+    good = focus_provider(org, import_root, "Good")
+    ProviderFactory(
+        organization=org, name="Broken", kind="focus", config={"uri": str(import_root / "missing")}
+    )
+    response = run_on_commit(api.post, "/api/v1/costs/sync", format="json")
+    job = api.get(f"/api/v1/jobs/{response.json()['job_id']}").json()
+    assert job["status"] == "partial"
+    by_name = {p["name"]: p for p in job["providers"]}
+    assert by_name["Good"]["status"] == "succeeded"
+    assert by_name["Broken"]["status"] == "failed"
+    assert by_name["Broken"]["error"]
+    assert CostRecord.objects.filter(provider=good).count() == 2
+
+
+def test_sync_all_failed_is_failed(api, org, import_root, run_on_commit):
+    ProviderFactory(organization=org, kind="focus", config={"uri": str(import_root / "nope")})
+    response = run_on_commit(api.post, "/api/v1/costs/sync", format="json")
+    assert SyncJob.objects.get(pk=response.json()["job_id"]).status == "failed"
+
+
+def test_sync_rerun_is_idempotent(api, org, import_root, run_on_commit):
+    provider = focus_provider(org, import_root)
+    run_on_commit(api.post, "/api/v1/costs/sync", format="json")
+    before = list(CostRecord.objects.filter(provider=provider).values_list(
+        "day", "service", "billed_amount").order_by("day", "service"))
+    version = type(provider).objects.get(pk=provider.pk).data_version
+    run_on_commit(api.post, "/api/v1/costs/sync", format="json")
+    after = list(CostRecord.objects.filter(provider=provider).values_list(
+        "day", "service", "billed_amount").order_by("day", "service"))
+    assert before == after
+    assert type(provider).objects.get(pk=provider.pk).data_version == version
+
+
+def test_sync_returns_active_job_for_same_providers(api, org, import_root):
+    provider = focus_provider(org, import_root)
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    SyncJobProviderFactory(job=job, provider=provider)
+    response = api.post("/api/v1/costs/sync", {"provider_id": provider.id}, format="json")
+    assert response.status_code == 202
+    assert response.json()["job_id"] == job.id
+    assert SyncJob.objects.count() == 1
+
+
+def test_sync_finished_job_does_not_block_new_one(api, org, import_root):
+    provider = focus_provider(org, import_root)
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.SUCCEEDED)
+    SyncJobProviderFactory(job=job, provider=provider)
+    response = api.post("/api/v1/costs/sync", format="json")
+    assert response.json()["job_id"] != job.id
+
+
+def test_sync_viewer_forbidden(viewer_api):
+    response = viewer_api.post("/api/v1/costs/sync", format="json")
+    assert response.status_code == 403
+    assert response.json()["code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"provider_id": "x"}, "provider_id"),
+        ({"provider_id": 0}, "provider_id"),
+        ({"date_from": "2024-13-01", "date_to": "2024-01-01"}, "date_from"),
+        ({"date_from": "2024-02-01"}, "date_from"),
+        ({"date_from": "2024-02-01", "date_to": "2024-01-01"}, "date_from"),
+    ],
+)
+def test_sync_bad_body_is_400(api, body, field):
+    response = api.post("/api/v1/costs/sync", body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()["details"]
+
+
+def test_sync_other_org_provider_is_404(api, import_root):
+    other = ProviderFactory(organization=OrganizationFactory())
+    response = api.post("/api/v1/costs/sync", {"provider_id": other.id}, format="json")
+    assert response.status_code == 404
+
+
+def test_sync_without_active_providers_is_422(api, org):
+    ProviderFactory(organization=org, is_active=False)
+    response = api.post("/api/v1/costs/sync", format="json")
+    assert response.status_code == 422
+    assert response.json()["code"] == "NO_PROVIDERS"
+
+
+def test_job_of_other_org_is_404(api, other_api, org):
+    job = SyncJobFactory(organization=org)
+    assert api.get(f"/api/v1/jobs/{job.id}").status_code == 200
+    assert other_api.get(f"/api/v1/jobs/{job.id}").status_code == 404
+    assert api.get("/api/v1/jobs/999999").status_code == 404
+
+
+def test_sweep_marks_stale_jobs_failed(org):
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    result = SyncJobProviderFactory(job=job, status=SyncJobProvider.Status.RUNNING)
+    SyncJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=3))
+    fresh = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    SyncJobProviderFactory(job=fresh, status=SyncJobProvider.Status.RUNNING)
+
+    assert sync_jobs_sweep_stale() == 1
+    job.refresh_from_db()
+    result.refresh_from_db()
+    fresh.refresh_from_db()
+    assert job.status == "failed"
+    assert "time limit" in result.error
+    assert fresh.status == "running"
+
+
+def test_nightly_task_syncs_every_org_with_active_providers(import_root, run_on_commit):
+    first, second = OrganizationFactory(), OrganizationFactory()
+    focus_provider(first, import_root, "A")
+    focus_provider(second, import_root, "B")
+    ProviderFactory(organization=OrganizationFactory(), is_active=False)
+    assert run_on_commit(sync_all_providers) == 2
+    assert set(SyncJob.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_periodic_tasks_created_after_migrate():
+    task = PeriodicTask.objects.get(name="nightly-cost-sync")
+    assert task.task == "costs.sync_all_providers"
+    assert (task.crontab.minute, task.crontab.hour) == ("30", "2")
+    assert PeriodicTask.objects.filter(task="costs.sweep_stale_jobs").exists()
+
+
+@pytest.mark.parametrize("retries", [0, 3, 10])
+def test_retry_countdown_backs_off_and_honours_retry_after(retries):
+    countdown = retry_countdown(retries, None)
+    ceiling = min(30 * 60, 30 * 2**retries)
+    assert ceiling / 2 <= countdown <= ceiling
+    assert retry_countdown(retries, 4000) == 4000
+
+
+def _csv_upload(name="export.csv", day="2024-03-05"):
+    import io
+
+    from tests.costs.focus_files import COLUMNS
+
+    buffer = io.StringIO()
+    buffer.write(",".join(COLUMNS) + "\n")
+    buffer.write(f"7.5,USD,Usage,Usage-Based,{day} 01:00:00,{day} 00:00:00,7.5,AWS,eu-west-1,Lambda,42\n")
+    return SimpleUploadedFile(name, buffer.getvalue().encode(), content_type="text/csv")
+
+
+def test_import_upload_runs_job_and_removes_file(api, org, import_root, run_on_commit):
+    provider = ProviderFactory(organization=org, kind="focus")
+    response = run_on_commit(
+        api.post, f"/api/v1/providers/{provider.id}/import", {"file": _csv_upload()},
+        format="multipart",
+    )
+    assert response.status_code == 202
+    job = SyncJob.objects.get(pk=response.json()["job_id"])
+    assert job.status == "succeeded"
+    record = CostRecord.objects.get(provider=provider)
+    assert (record.day, record.service, record.billed_amount) == (
+        date(2024, 3, 5), "Lambda", Decimal("7.5"))
+    assert list((import_root.parent / "uploads").iterdir()) == []
+
+
+def test_import_rejects_other_suffix(api, org, import_root):
+    provider = ProviderFactory(organization=org, kind="focus")
+    response = api.post(f"/api/v1/providers/{provider.id}/import",
+                        {"file": _csv_upload("export.xlsx")}, format="multipart")
+    assert response.status_code == 400
+    assert "file" in response.json()["details"]
+
+
+def test_import_missing_file_is_400(api, org, import_root):
+    provider = ProviderFactory(organization=org, kind="focus")
+    response = api.post(f"/api/v1/providers/{provider.id}/import", {}, format="multipart")
+    assert response.status_code == 400
+
+
+def test_import_too_large_is_413(api, org, import_root, settings):
+    settings.UPLOAD_MAX_BYTES = 50
+    provider = ProviderFactory(organization=org, kind="focus")
+    response = api.post(f"/api/v1/providers/{provider.id}/import", {"file": _csv_upload()},
+                        format="multipart")
+    assert response.status_code == 413
+    assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_import_into_non_focus_provider_is_422(api, org, import_root):
+    provider = ProviderFactory(organization=org, kind="aws", config={})
+    response = api.post(f"/api/v1/providers/{provider.id}/import", {"file": _csv_upload()},
+                        format="multipart")
+    assert response.status_code == 422
+
+
+def test_import_viewer_forbidden_and_other_org_404(viewer_api, other_api, org, import_root):
+    provider = ProviderFactory(organization=org, kind="focus")
+    url = f"/api/v1/providers/{provider.id}/import"
+    assert viewer_api.post(url, {"file": _csv_upload()}, format="multipart").status_code == 403
+    assert other_api.post(url, {"file": _csv_upload()}, format="multipart").status_code == 404

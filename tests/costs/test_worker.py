@@ -1,0 +1,101 @@
+"""End to end: a sync requested through the API is executed by a real Celery worker
+process consuming from the real Redis broker."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.db import connection
+
+from costs.models import CostRecord, SyncJob
+from infraaudit.celery import app
+from tests.costs.focus_files import write_focus_csv
+from tests.factories import ProviderFactory
+
+BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def redis_broker():
+    client = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {BROKER_URL}: {exc}")
+    client.flushdb()
+    previous = (app.conf.task_always_eager, app.conf.broker_url)
+    app.conf.task_always_eager = False
+    app.conf.broker_url = BROKER_URL
+    app.pool.force_close_all()
+    yield BROKER_URL
+    app.conf.task_always_eager, app.conf.broker_url = previous
+    app.pool.force_close_all()
+    client.flushdb()
+
+
+@pytest.fixture
+def import_root(settings, tmp_path):
+    settings.IMPORT_ROOT = tmp_path / "imports"
+    return settings.IMPORT_ROOT
+
+
+@pytest.fixture
+def worker(redis_broker, import_root, settings, tmp_path):
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
+        "CELERY_BROKER_URL": redis_broker,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "INFRAAUDIT_ENCRYPTION_KEY": ",".join(settings.ENCRYPTION_KEYS),
+        "INFRAAUDIT_IMPORT_ROOT": str(settings.IMPORT_ROOT),
+    }
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "infraaudit", "worker", "--pool=solo",
+         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_worker_executes_sync_from_redis(api, org, import_root, tmp_path, worker):
+    root = import_root
+    write_focus_csv(root / "a" / "export.csv", [
+        {"day": "2024-05-01", "service": "EC2", "amount": "12.34"},
+        {"day": "2024-05-02", "service": "EC2", "amount": "1.66"},
+    ])
+    provider = ProviderFactory(organization=org, kind="focus", config={"uri": str(root / "a")})
+
+    response = api.post("/api/v1/costs/sync", format="json")
+    assert response.status_code == 202
+    job_id = response.json()["job_id"]
+    assert SyncJob.objects.get(pk=job_id).status in ("queued", "running")
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        status = SyncJob.objects.get(pk=job_id).status
+        if status not in SyncJob.ACTIVE_STATUSES:
+            break
+        assert worker.poll() is None, "the worker exited"
+        time.sleep(0.5)
+    log = (tmp_path / "worker.log").read_text()
+    assert status == "succeeded", log[-3000:]
+    assert "costs.sync_provider" in log
+    assert sum(r.billed_amount for r in CostRecord.objects.filter(provider=provider)) == 14

@@ -1,0 +1,64 @@
+"""Settings come from the environment and fail loudly on bad values."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from infraaudit.env import env_bool, env_int, env_list
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _start(env_overrides: dict) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "INFRAAUDIT_"))}
+    env.update({"DJANGO_SETTINGS_MODULE": "infraaudit.settings", **env_overrides})
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_settings_refuse_to_start_without_secret_key_when_not_debug():
+    result = _start({})
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is required" in result.stderr
+
+
+def test_settings_refuse_to_start_without_encryption_key_when_not_debug():
+    result = _start({"DJANGO_SECRET_KEY": "x" * 50})
+    assert result.returncode != 0
+    assert "INFRAAUDIT_ENCRYPTION_KEY is required" in result.stderr
+
+
+def test_settings_start_in_debug_with_embedded_defaults():
+    result = _start({"DJANGO_DEBUG": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "started" in result.stdout
+
+
+def test_settings_reject_malformed_boolean():
+    result = _start({"DJANGO_DEBUG": "ture"})
+    assert result.returncode != 0
+    assert "DJANGO_DEBUG must be one of" in result.stderr
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("Yes", True), ("off", False),
+                                               ("", False)])
+def test_env_bool_parses(monkeypatch, raw, expected):
+    monkeypatch.setenv("X_FLAG", raw)
+    assert env_bool("X_FLAG") is expected
+
+
+def test_env_int_and_list(monkeypatch):
+    monkeypatch.setenv("X_INT", "12")
+    monkeypatch.setenv("X_LIST", "a, b,,c")
+    assert env_int("X_INT", 3) == 12
+    assert env_int("X_MISSING", 3) == 3
+    assert env_list("X_LIST") == ["a", "b", "c"]
+    monkeypatch.setenv("X_INT", "twelve")
+    with pytest.raises(ImproperlyConfigured, match="X_INT must be an integer"):
+        env_int("X_INT", 3)
