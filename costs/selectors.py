@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db.models import QuerySet, Sum
@@ -79,7 +79,9 @@ def cost_overview(*, organization: Organization, today: date | None = None) -> O
     comparable = _billed_total(qs, last_month_start, comparable_end)
     mom = None
     if comparable != ZERO:
-        mom = ((current - comparable) / comparable * 100).quantize(Decimal("0.1"))
+        mom = ((current - comparable) / comparable * 100).quantize(
+            Decimal("0.1"), rounding=ROUND_HALF_UP
+        )
 
     per_provider = dict(
         qs.filter(day__gte=month_start, day__lte=today)
@@ -205,3 +207,38 @@ def daily_totals(
             "day", "total"
         )
     )
+
+
+def provider_service_daily_totals(
+    *, provider: Provider, start: date, end: date
+) -> list[tuple[date, str, str, Decimal]]:
+    """(day, service, currency, billed total) of one provider's days ``start..end``,
+    oldest first: the input of anomaly detection."""
+    return list(
+        CostRecord.objects.filter(provider=provider, day__gte=start, day__lte=end)
+        .values("day", "service", "currency")
+        .annotate(total=Sum("billed_amount"))
+        .order_by("day", "service", "currency")
+        .values_list("day", "service", "currency", "total")
+    )
+
+
+def anomaly_list(
+    *,
+    organization: Organization,
+    days: int,
+    provider: Provider | None = None,
+    status: str | None = None,
+    today: date | None = None,
+) -> QuerySet:
+    """The organization's anomalies of the ``days`` complete days before today, newest
+    first (larger impact first within a day)."""
+    from costs.models import Anomaly
+
+    today = today or utc_today()
+    qs = Anomaly.objects.filter(organization=organization, date__gte=today - timedelta(days=days))
+    if provider is not None:
+        qs = qs.filter(provider=provider)
+    if status:
+        qs = qs.filter(status=status)
+    return qs.select_related("provider", "dismissed_by").order_by("-date", "-impact_amount", "-id")

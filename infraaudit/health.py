@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import logging
+from functools import wraps
 
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+
+from infraaudit.errors import error_body
 
 logger = logging.getLogger(__name__)
+
+
+def require_GET(view):
+    """GET (and HEAD) only; anything else is a 405 in the API's error format."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method not in ("GET", "HEAD"):
+            response = JsonResponse(
+                error_body(f'method "{request.method}" not allowed', "METHOD_NOT_ALLOWED"),
+                status=405,
+            )
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 @require_GET

@@ -9,6 +9,13 @@ from providers.configs import validate_provider_settings
 from providers.models import Provider
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """Never renders a value, so a form shown again after an error does not echo secrets."""
+
+    def format_value(self, value):
+        return None
+
+
 class ProviderForm(forms.ModelForm):
     """Credentials are write-only: the field starts empty, and leaving it empty keeps the
     stored (encrypted) credentials."""
@@ -16,7 +23,7 @@ class ProviderForm(forms.ModelForm):
     new_credentials = forms.CharField(
         label="Credentials (JSON)",
         required=False,
-        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
+        widget=WriteOnlyTextarea(attrs={"rows": 4, "autocomplete": "off"}),
         help_text="Write-only. Leave empty to keep the stored credentials; they are never shown.",
     )
     clear_credentials = forms.BooleanField(required=False)
@@ -34,10 +41,12 @@ class ProviderForm(forms.ModelForm):
                 credentials = json.loads(raw)
             except ValueError:
                 raise ValidationError({"new_credentials": "must be a JSON object"}) from None
-        if cleaned.get("kind"):
+        # On change the kind is read-only (not in the form): validate against the stored one.
+        kind = cleaned.get("kind") or self.instance.kind
+        if kind:
             try:
                 config, credentials = validate_provider_settings(
-                    kind=cleaned["kind"], config=cleaned.get("config") or {}, credentials=credentials
+                    kind=kind, config=cleaned.get("config") or {}, credentials=credentials
                 )
             except serializers.ValidationError as exc:
                 raise ValidationError(json.dumps(exc.detail)) from None
@@ -66,6 +75,10 @@ class ProviderAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     readonly_fields = ["last_synced_at", "coverage_start", "coverage_end", "data_version",
                        "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A different kind is a different provider (as in the API): its kind never changes.
+        return [*self.readonly_fields, "kind"] if obj else self.readonly_fields
 
     @admin.display(boolean=True)
     def has_credentials(self, obj):

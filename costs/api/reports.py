@@ -75,23 +75,25 @@ class OverviewView(APIView):
         )
 
 
+_DAYS_RANGE = "must be between 1 and 3650"
+
+
 class TrendQuery(ProviderScopedQuery):
+    # The messages are given to the constructor: the min/max validators copy them there.
     days = serializers.IntegerField(
-        default=30, min_value=1, max_value=3650, help_text="Window ending today (1..3650)."
+        default=30,
+        min_value=1,
+        max_value=3650,
+        help_text="Window ending today (1..3650).",
+        error_messages={
+            "min_value": _DAYS_RANGE,
+            "max_value": _DAYS_RANGE,
+            "invalid": _DAYS_RANGE,
+            "max_string_length": _DAYS_RANGE,
+        },
     )
     granularity = serializers.ChoiceField(["day", "week", "month"], default="day")
     group_by = serializers.ChoiceField(["provider", "service", "region"], default="provider")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name in ("days",):
-            self.fields[name].error_messages.update(
-                {
-                    "min_value": "must be between 1 and 3650",
-                    "max_value": "must be between 1 and 3650",
-                    "invalid": "must be between 1 and 3650",
-                }
-            )
 
 
 TrendResponse = inline_serializer(

@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import viewsets
 
 from accounts.permissions import request_org
+from providers.api.filtersets import ProviderFilterSet
 from providers.api.serializers import ProviderSerializer
 from providers.models import Provider
 from providers.services import provider_create, provider_update
@@ -16,10 +17,15 @@ from providers.services import provider_create, provider_update
     destroy=extend_schema(summary="Delete a provider and its cost records (admin)"),
 )
 class ProviderViewSet(viewsets.ModelViewSet):
+    # The class queryset only tells the schema generator the model; requests are always
+    # scoped to the caller's organization by get_queryset.
+    queryset = Provider.objects.none()
     serializer_class = ProviderSerializer
-    filterset_fields = ["kind", "is_active"]
+    filterset_class = ProviderFilterSet
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Provider.objects.none()
         return Provider.objects.filter(organization=request_org(self.request)).order_by("name")
 
     def perform_create(self, serializer):

@@ -121,6 +121,8 @@ def test_provider_list_filters_by_kind_and_is_active(api, org):
     assert [item["name"] for item in kinds] == ["aws"]
     inactive = api.get("/api/v1/providers?is_active=false").json()["results"]
     assert [item["name"] for item in inactive] == ["focus-off"]
+    active = api.get("/api/v1/providers?is_active=1").json()["results"]
+    assert [item["name"] for item in active] == ["aws"]
 
 
 @pytest.mark.django_db
@@ -392,13 +394,19 @@ def test_provider_kind_cannot_change(api, org, method):
 @pytest.mark.django_db
 def test_provider_patch_invalid_config_for_its_kind_is_400(api, org):
     provider = ProviderFactory(organization=org, kind="azure", config=VALID["azure"][0])
-    response = api.patch(
+    missing = api.patch(
         f"/api/v1/providers/{provider.id}", {"config": {"billing_table": "a.b.c"}}, format="json"
     )
-    assert response.status_code == 400
-    details = response.json()["details"]["config"]
-    assert "billing_table" in details
-    assert "subscription_id" in details
+    assert missing.status_code == 400
+    assert "subscription_id" in missing.json()["details"]["config"]
+    foreign_key = {**VALID["azure"][0], "billing_table": "a.b.c"}
+    unknown = api.patch(
+        f"/api/v1/providers/{provider.id}", {"config": foreign_key}, format="json"
+    )
+    assert unknown.status_code == 400
+    assert "billing_table" in unknown.json()["details"]["config"]
+    provider.refresh_from_db()
+    assert provider.config == VALID["azure"][0]
 
 
 @pytest.mark.django_db
