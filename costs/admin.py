@@ -44,3 +44,7 @@ class SyncJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = ["organization", "kind", "status", "requested_by", "date_from", "date_to",
                        "error", "created_at", "started_at", "finished_at"]
     inlines = [SyncJobProviderInline]
+
+
+# The finance review desk (anomalies, alert webhooks) registers itself.
+from costs import admin_review  # noqa: E402,F401

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+
+from providers.crypto import decrypt_json, encrypt_json
 
 MONEY = {"max_digits": 30, "decimal_places": 12}
 
@@ -175,3 +182,132 @@ class Anomaly(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.service or 'total'} {self.date}"
+
+
+class AnomalyPolicy(models.Model):
+    """An organization's anomaly thresholds (money in the currency of the series, percent
+    of the expected amount). Without a row the defaults below apply.
+
+    A day above its expected range is recorded only when its impact (actual - expected)
+    and deviation reach ``min_impact_amount`` and ``min_deviation_percent`` (that is the
+    ``low`` tier); each higher tier needs both its money and its percent threshold."""
+
+    organization = models.OneToOneField(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="anomaly_policy"
+    )
+    min_impact_amount = models.DecimalField(max_digits=14, decimal_places=2, default=10)
+    min_deviation_percent = models.DecimalField(max_digits=8, decimal_places=1, default=10)
+    medium_impact_amount = models.DecimalField(max_digits=14, decimal_places=2, default=50)
+    medium_deviation_percent = models.DecimalField(max_digits=8, decimal_places=1, default=20)
+    high_impact_amount = models.DecimalField(max_digits=14, decimal_places=2, default=150)
+    high_deviation_percent = models.DecimalField(max_digits=8, decimal_places=1, default=40)
+    critical_impact_amount = models.DecimalField(max_digits=14, decimal_places=2, default=1000)
+    critical_deviation_percent = models.DecimalField(max_digits=8, decimal_places=1, default=100)
+    material_daily_spend = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        default=5,
+        help_text="A service is analysed on its own only when its mean daily spend over the "
+        "previous 56 days reaches this (and 1% of the provider's).",
+    )
+    sensitivity = models.DecimalField(
+        max_digits=4,
+        decimal_places=2,
+        default=Decimal("4.4"),
+        validators=[MinValueValidator(Decimal("2")), MaxValueValidator(Decimal("10"))],
+        help_text="Half-width of the expected band in noise standard deviations; higher "
+        "means fewer, larger anomalies.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "anomaly policies"
+
+    def __str__(self) -> str:
+        return f"Anomaly policy of {self.organization}"
+
+    def clean(self):
+        tiers = [
+            (self.min_impact_amount, self.min_deviation_percent),
+            (self.medium_impact_amount, self.medium_deviation_percent),
+            (self.high_impact_amount, self.high_deviation_percent),
+            (self.critical_impact_amount, self.critical_deviation_percent),
+        ]
+        if any(a is None or p is None or a < 0 or p < 0 for a, p in tiers):
+            raise ValidationError("thresholds must be zero or more")
+        for lower, higher in itertools.pairwise(tiers):
+            if higher[0] < lower[0] or higher[1] < lower[1]:
+                raise ValidationError(
+                    "each severity tier needs thresholds at least those of the tier below"
+                )
+
+
+class AlertWebhook(models.Model):
+    """Where an organization's new anomalies are POSTed (``cost.anomaly`` events), signed
+    with HMAC-SHA256 of the body under ``secret``, which is stored encrypted and never
+    shown again."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="alert_webhooks"
+    )
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=1000)
+    secret_encrypted = models.TextField(editable=False, default="")
+    min_severity = models.CharField(
+        max_length=16, choices=Anomaly.Severity.choices, default=Anomaly.Severity.HIGH
+    )
+    max_age_days = models.PositiveIntegerField(
+        default=7,
+        help_text="Anomalies on days older than this when detected (a backfill) are not "
+        "alerted.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def secret(self) -> str:
+        return decrypt_json(self.secret_encrypted).get("secret", "")
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self.secret_encrypted = encrypt_json({"secret": value}) if value else ""
+
+
+class WebhookDelivery(models.Model):
+    """One alert of one anomaly to one webhook (unique: never two alerts per anomaly),
+    with the frozen body, so retries send the same signed bytes."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RETRYING = "retrying"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    webhook = models.ForeignKey(AlertWebhook, on_delete=models.CASCADE, related_name="deliveries")
+    anomaly = models.ForeignKey(Anomaly, on_delete=models.CASCADE, related_name="deliveries")
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    response_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["webhook", "anomaly"], name="webhookdelivery_unique_webhook_anomaly"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.webhook} / anomaly #{self.anomaly_id}: {self.status}"

@@ -242,3 +242,54 @@ def anomaly_list(
     if status:
         qs = qs.filter(status=status)
     return qs.select_related("provider", "dismissed_by").order_by("-date", "-impact_amount", "-id")
+
+
+# Reads for forecasts (costs/services/forecast.py).
+
+
+def daily_component_totals(
+    *,
+    organization: Organization,
+    provider: Provider | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> list[tuple[date, int, str, Decimal]]:
+    """(day, provider id, service, billed total) for each day, provider and service that
+    has records, oldest first."""
+    qs = _records(organization=organization, provider=provider)
+    if start is not None:
+        qs = qs.filter(day__gte=start)
+    if end is not None:
+        qs = qs.filter(day__lte=end)
+    return list(
+        qs.values("day", "provider_id", "service")
+        .annotate(total=Sum("billed_amount"))
+        .order_by("day", "provider_id", "service")
+        .values_list("day", "provider_id", "service", "total")
+    )
+
+
+def cost_currency(
+    *,
+    organization: Organization,
+    provider: Provider | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> str:
+    """The one currency of the scope's records in ``start``..``end``; 422 naming them when
+    there are several (see ``single_currency``)."""
+    qs = _records(organization=organization, provider=provider)
+    if start is not None:
+        qs = qs.filter(day__gte=start)
+    if end is not None:
+        qs = qs.filter(day__lte=end)
+    return single_currency(qs)
+
+
+def scope_providers(
+    *, organization: Organization, provider: Provider | None = None
+) -> list[Provider]:
+    """The providers a cost scope covers: the one asked for, or all of the organization's."""
+    if provider is not None:
+        return [provider]
+    return list(Provider.objects.filter(organization=organization).order_by("id"))

@@ -60,3 +60,44 @@ def sync_all_providers() -> int:
 def sweep_stale_jobs() -> int:
     """Fail jobs whose worker died, so no job stays running forever."""
     return jobs.sync_jobs_sweep_stale()
+
+
+WEBHOOK_MAX_RETRIES = 6
+
+
+@shared_task(
+    bind=True,
+    name="costs.deliver_webhook",
+    max_retries=WEBHOOK_MAX_RETRIES,
+    soft_time_limit=60,
+    time_limit=90,
+    acks_late=True,
+)
+def deliver_webhook(self, delivery_id: int) -> str | None:
+    """POST one anomaly alert; retries with backoff on connection errors, timeouts, 408,
+    429 and 5xx, then records the delivery as failed."""
+    from costs.services import alerts
+
+    try:
+        return alerts.webhook_deliver(
+            delivery_id=delivery_id, final_attempt=self.request.retries >= self.max_retries
+        )
+    except alerts.DeliveryRetryable as exc:
+        raise self.retry(
+            exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)
+        ) from exc
+
+
+@shared_task(name="costs.detect_anomalies", soft_time_limit=600, time_limit=660, acks_late=True)
+def detect_anomalies(provider_id: int, date_from: str, date_to: str) -> dict | None:
+    """Re-detect one provider's anomalies for a window of days (on demand from the admin)."""
+    from costs.services.anomalies import anomalies_detect
+    from providers.models import Provider
+
+    provider = Provider.objects.filter(pk=provider_id).first()
+    if provider is None:
+        return None
+    result = anomalies_detect(
+        provider=provider, start=date.fromisoformat(date_from), end=date.fromisoformat(date_to)
+    )
+    return result.as_dict()

@@ -197,13 +197,34 @@ def sync_job_finish_if_done(*, job_id: int) -> None:
 
 
 def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> None:
-    """What a sync triggers for each provider whose records changed. Cached forecasts key
-    on the provider's data version, which the sync bumped, so they are invalid already."""
+    """What a sync triggers for each provider whose records changed: anomaly re-detection
+    of the re-synced days (new anomalies are alerted after commit). Cached forecasts key
+    on the provider's data version, which the sync bumped, so they are invalid already.
+
+    A detection failure does not undo the sync: it is rolled back to its savepoint,
+    logged and recorded on the job's ``error``."""
+    from costs.services.anomalies import anomalies_detect
+
     changed = [r for r in results if r.changed and r.date_from and r.date_to]
+    errors = []
     for result in changed:
         logger.info(
             "provider %s changed %s..%s", result.provider_id, result.date_from, result.date_to
         )
+        try:
+            with transaction.atomic():
+                anomalies_detect(
+                    provider=result.provider, start=result.date_from, end=result.date_to
+                )
+        except Exception as exc:  # a bug in detection must not leave the job running
+            logger.exception("anomaly detection for provider %s failed", result.provider_id)
+            errors.append(
+                f"anomaly detection for provider {result.provider_id} failed "
+                f"({type(exc).__name__}); see the worker log"
+            )
+    if errors:
+        job.error = "\n".join(filter(None, [job.error, *errors]))[:4000]
+        SyncJob.objects.filter(pk=job.pk).update(error=job.error)
 
 
 def sync_jobs_sweep_stale(*, now=None) -> int:

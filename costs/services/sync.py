@@ -1,36 +1,65 @@
 """The write path of billing data: one provider, one window of days, replaced atomically.
 
-``cost_records_sync`` streams rows from the provider's adapter, sums them per natural key
-in memory (the aggregated set is days x services x regions x accounts, small next to the
-raw rows), then, in one transaction, replaces the provider's records for the covered days
-with the new set. Re-running it with unchanged provider data changes nothing (and does not
-bump the provider's data version); a failure before the commit leaves the old data intact.
+``cost_records_sync`` reads the provider's source through its adapter, outside any
+transaction, into daily totals: adapters that can (``DailyTotalsAdapter``, e.g. FOCUS
+files) hand over one Arrow table already summed per natural key by a vectorised streaming
+query; row adapters (AWS, GCP, Azure APIs) yield ``CostRow``s that are summed here in a
+dict. Either way the set is days x services x regions x accounts, small next to the raw
+rows. Then, in one transaction under the provider's row lock, ``replace_window`` makes the
+provider's records for the covered days exactly that set.
+
+On PostgreSQL the set is COPY'd into a temporary staging table and the window is changed
+by difference, in SQL: rows that are not in the new set (gone, or with another amount) are
+deleted, rows of the new set that are missing are inserted. Nothing deleted and nothing
+inserted means nothing changed: the provider's ``data_version`` is bumped only otherwise,
+so re-running a sync with unchanged data writes no record. On SQLite (the embedded
+default) the same comparison runs in Python with ``bulk_create``. A failure anywhere
+before the commit leaves the previous records untouched.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
+from typing import TYPE_CHECKING, Union
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from costs.models import CostRecord
-from providers.adapters.base import CostRow, FetchStats, ProviderError, ProviderSnapshot
+from providers.adapters.base import (
+    CostRow,
+    DailyTotalsAdapter,
+    FetchStats,
+    ProviderError,
+    ProviderSnapshot,
+)
 from providers.adapters.registry import adapter_class
 from providers.models import Provider
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
 # (day, service, region, account, currency) -> [billed, effective]
 Key = tuple[date, str, str, str, str]
 Totals = dict[Key, list[Decimal]]
+# What replace_window accepts: summed totals, or an Arrow table with DAILY_TOTALS_COLUMNS
+# (keys may repeat across its rows; they are summed).
+DailyTotals = Union[Totals, "pa.Table"]
 
 BACKFILL_MONTHS = 13
+_TABLE = CostRecord._meta.db_table
+_DECIMALS = CostRecord._meta.get_field("billed_amount").decimal_places
+_MAX_DIGITS = CostRecord._meta.get_field("billed_amount").max_digits
+_QUANTUM = Decimal(1).scaleb(-_DECIMALS)
+_KEY_COLUMNS = "day, service, region, account, currency"
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,34 @@ def aggregate_rows(rows: Iterable[CostRow]) -> Totals:
     return totals
 
 
+def _fetch(
+    provider: Provider, start: date, end: date, source_file: str | None, stats: FetchStats
+) -> DailyTotals:
+    adapter = adapter_class(provider.kind)(provider_snapshot(provider))
+    if isinstance(adapter, DailyTotalsAdapter):
+        if source_file is not None:
+            return adapter.fetch_file_daily(source_file, stats=stats)
+        return adapter.fetch_daily(start=start, end=end, stats=stats)
+    if source_file is not None:
+        fetch_file = getattr(adapter, "fetch_file", None)
+        if fetch_file is None:
+            raise ProviderError(f"a {provider.kind} provider does not import files")
+        return aggregate_rows(fetch_file(source_file, stats=stats))
+    return aggregate_rows(adapter.fetch(start=start, end=end, stats=stats))
+
+
+def _days_of(totals: DailyTotals) -> tuple[date | None, date | None]:
+    if isinstance(totals, dict):
+        days = [key[0] for key in totals]
+        return (min(days), max(days)) if days else (None, None)
+    if totals.num_rows == 0:
+        return None, None
+    import pyarrow.compute as pc
+
+    bounds = pc.min_max(totals.column("day")).as_py()
+    return bounds["min"], bounds["max"]
+
+
 def cost_records_sync(
     *,
     provider: Provider,
@@ -95,20 +152,12 @@ def cost_records_sync(
     if start > end:
         raise ProviderError(f"empty window: {start} is after {end}")
 
-    adapter = adapter_class(provider.kind)(provider_snapshot(provider))
     stats = FetchStats()
-    if source_file is not None:
-        rows = adapter.fetch_file(source_file, stats=stats)
-    else:
-        rows = adapter.fetch(start=start, end=end, stats=stats)
-    totals = aggregate_rows(rows)
+    totals = _fetch(provider, start, end, source_file, stats)
 
-    date_from = stats.date_from
-    date_to = stats.date_to
-    if totals:
-        days = [key[0] for key in totals]
-        date_from = min([*days, *([date_from] if date_from else [])])
-        date_to = max([*days, *([date_to] if date_to else [])])
+    first, last = _days_of(totals)
+    date_from = min(filter(None, [first, stats.date_from]), default=None)
+    date_to = max(filter(None, [last, stats.date_to]), default=None)
     if date_from is None or date_to is None:
         # Nothing read and no window known (an empty file): nothing to replace.
         return SyncOutcome(stats.rows_read, 0, None, None, changed=False)
@@ -119,33 +168,20 @@ def cost_records_sync(
     return SyncOutcome(stats.rows_read, written, date_from, date_to, changed)
 
 
-def _existing_totals(provider: Provider, date_from: date, date_to: date) -> Totals:
-    rows = CostRecord.objects.filter(
-        provider=provider, day__gte=date_from, day__lte=date_to
-    ).values_list("day", "service", "region", "account", "currency", "billed_amount",
-                  "effective_amount")
-    return {(d, s, r, a, c): [b, e] for d, s, r, a, c, b, e in rows.iterator(chunk_size=10_000)}
-
-
 def replace_window(
-    *, provider: Provider, date_from: date, date_to: date, totals: Totals
+    *, provider: Provider, date_from: date, date_to: date, totals: DailyTotals
 ) -> tuple[int, bool]:
-    """Make the provider's records for date_from..date_to exactly ``totals``, atomically.
-    Returns (records written, whether anything changed)."""
-    quantum = Decimal(1).scaleb(-CostRecord._meta.get_field("billed_amount").decimal_places)
-    new = {
-        key: [billed.quantize(quantum), effective.quantize(quantum)]
-        for key, (billed, effective) in totals.items()
-    }
+    """Make the provider's records for date_from..date_to exactly ``totals`` (amounts
+    rounded to the column's 12 decimals), atomically. Returns (records in the window
+    after the write, whether anything changed)."""
     with transaction.atomic():
         # Serializes concurrent syncs of one provider; the loser waits, then compares.
         locked = Provider.objects.select_for_update().get(pk=provider.pk)
-        changed = _existing_totals(locked, date_from, date_to) != new
+        if connection.vendor == "postgresql":
+            written, changed = _replace_in_sql(locked, date_from, date_to, totals)
+        else:
+            written, changed = _replace_in_python(locked, date_from, date_to, totals)
         if changed:
-            CostRecord.objects.filter(
-                provider=locked, day__gte=date_from, day__lte=date_to
-            ).delete()
-            write_records(provider=locked, totals=new)
             locked.data_version += 1
         locked.last_synced_at = timezone.now()
         locked.coverage_start = min(filter(None, [locked.coverage_start, date_from]))
@@ -154,6 +190,147 @@ def replace_window(
             update_fields=["data_version", "last_synced_at", "coverage_start", "coverage_end"]
         )
     provider.refresh_from_db()
+    return written, changed
+
+
+# -- PostgreSQL: COPY into a staging table, change by difference -----------------------
+def _replace_in_sql(
+    provider: Provider, date_from: date, date_to: date, totals: DailyTotals
+) -> tuple[int, bool]:
+    window = {"provider": provider.id, "date_from": date_from, "date_to": date_to}
+    money = f"numeric({_MAX_DIGITS}, {_DECIMALS})"
+    with connection.cursor() as cursor:
+        # A savepoint (not a commit) may end our transaction in tests: drop explicitly.
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.cost_stage, pg_temp.cost_new")
+        cursor.execute(
+            "CREATE TEMP TABLE cost_stage (day date NOT NULL, service text NOT NULL, "
+            "region text NOT NULL, account text NOT NULL, currency text NOT NULL, "
+            "billed numeric NOT NULL, effective numeric NOT NULL) ON COMMIT DROP"
+        )
+        _copy_into_stage(cursor, totals)
+        # Summed again (adapters may repeat a key across batches) and rounded once.
+        cursor.execute(
+            f"CREATE TEMP TABLE cost_new ON COMMIT DROP AS SELECT {_KEY_COLUMNS}, "
+            f"sum(billed)::{money} AS billed, sum(effective)::{money} AS effective "
+            f"FROM cost_stage GROUP BY {_KEY_COLUMNS}"
+        )
+        written = cursor.rowcount
+        # The key index keeps both anti-joins below index lookups whatever the planner
+        # believes of costs_costrecord (its statistics lag right after a big import).
+        cursor.execute(f"ALTER TABLE cost_new ADD PRIMARY KEY ({_KEY_COLUMNS})")
+        cursor.execute("ANALYZE cost_new")
+        # Rows that are not exactly in the new set: gone, or restated.
+        cursor.execute(
+            f"DELETE FROM {_TABLE} AS r WHERE r.provider_id = %(provider)s "
+            "AND r.day BETWEEN %(date_from)s AND %(date_to)s AND NOT EXISTS ("
+            " SELECT 1 FROM cost_new n WHERE n.day = r.day AND n.service = r.service"
+            " AND n.region = r.region AND n.account = r.account AND n.currency = r.currency"
+            " AND n.billed = r.billed_amount AND n.effective = r.effective_amount)",
+            window,
+        )
+        deleted = cursor.rowcount
+        # What remains matches the new set; insert the rest of it.
+        cursor.execute(
+            f"INSERT INTO {_TABLE} (organization_id, provider_id, {_KEY_COLUMNS}, "
+            "billed_amount, effective_amount) "
+            f"SELECT %(organization)s, %(provider)s, {_KEY_COLUMNS}, billed, effective "
+            "FROM cost_new n WHERE NOT EXISTS ("
+            f" SELECT 1 FROM {_TABLE} r WHERE r.provider_id = %(provider)s"
+            " AND r.day = n.day AND r.service = n.service AND r.region = n.region"
+            " AND r.account = n.account AND r.currency = n.currency)",
+            {**window, "organization": provider.organization_id},
+        )
+        inserted = cursor.rowcount
+        cursor.execute("DROP TABLE cost_stage, cost_new")
+    logger.info(
+        "provider %s %s..%s: %s records, %s deleted, %s inserted",
+        provider.id, date_from, date_to, written, deleted, inserted,
+    )
+    return written, bool(deleted or inserted)
+
+
+def _copy_into_stage(cursor, totals: DailyTotals) -> None:
+    """COPY the totals into ``cost_stage``: an Arrow table as CSV bytes written by Arrow
+    (no Python object per row), a dict row by row (psycopg's text format)."""
+    columns = f"cost_stage ({_KEY_COLUMNS}, billed, effective)"
+    if isinstance(totals, dict):
+        with cursor.copy(f"COPY {columns} FROM STDIN") as copy:
+            for key, (billed, effective) in totals.items():
+                copy.write_row((*key, billed, effective))
+        return
+    import pyarrow.csv as pa_csv
+
+    from providers.adapters.base import DAILY_TOTALS_COLUMNS
+
+    copy_sql = (
+        f"COPY {columns} FROM STDIN "
+        "(FORMAT csv, FORCE_NOT_NULL (service, region, account, currency))"
+    )
+    table = totals.select(list(DAILY_TOTALS_COLUMNS))
+    with cursor.copy(copy_sql) as copy:
+        for batch in table.to_batches(max_chunksize=50_000):
+            buffer = io.BytesIO()
+            pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
+            copy.write(buffer.getbuffer())
+
+
+# -- SQLite (embedded default): the same comparison in Python -------------------------
+def _as_totals(totals: DailyTotals) -> Totals:
+    if isinstance(totals, dict):
+        source = totals.items()
+    else:
+        source = (
+            ((item["day"], item["service"], item["region"], item["account"], item["currency"]),
+             (item["billed"], item["effective"]))
+            for batch in totals.to_batches(max_chunksize=10_000)
+            for item in batch.to_pylist()
+        )
+    summed: Totals = {}
+    for key, (billed, effective) in source:
+        current = summed.setdefault(key, [Decimal(0), Decimal(0)])
+        current[0] += billed
+        current[1] += effective
+    # PostgreSQL rounds numeric half away from zero; do the same here.
+    return {
+        key: [b.quantize(_QUANTUM, ROUND_HALF_UP), e.quantize(_QUANTUM, ROUND_HALF_UP)]
+        for key, (b, e) in summed.items()
+    }
+
+
+def _as_sqlite_holds(totals: Totals) -> Totals:
+    """The values as Django reads them back from SQLite (float, 15 digits, quantized)."""
+    context = Context(prec=15)
+    return {
+        key: [context.create_decimal_from_float(float(value)).quantize(_QUANTUM)
+              for value in values]
+        for key, values in totals.items()
+    }
+
+
+def _existing_totals(provider: Provider, date_from: date, date_to: date) -> Totals:
+    rows = CostRecord.objects.filter(
+        provider=provider, day__gte=date_from, day__lte=date_to
+    ).values_list("day", "service", "region", "account", "currency", "billed_amount",
+                  "effective_amount")
+    return {(d, s, r, a, c): [b, e] for d, s, r, a, c, b, e in rows.iterator(chunk_size=10_000)}
+
+
+def _replace_in_python(
+    provider: Provider, date_from: date, date_to: date, totals: DailyTotals
+) -> tuple[int, bool]:
+    new = _as_totals(totals)
+    existing = _existing_totals(provider, date_from, date_to)
+    if connection.vendor == "sqlite":
+        # SQLite keeps decimals as REAL (15 significant digits): compare what it can hold,
+        # or every re-run of a large amount would look like a change.
+        changed = _as_sqlite_holds(existing) != _as_sqlite_holds(new)
+    else:
+        changed = existing != new
+    if changed:
+        CostRecord.objects.filter(
+            provider=provider, day__gte=date_from, day__lte=date_to
+        ).delete()
+        write_records(provider=provider, totals=new)
     return len(new), changed
 
 

@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 GLOBAL_REGION = "global"
 
@@ -75,6 +78,25 @@ class Adapter(Protocol):
     def __init__(self, provider: ProviderSnapshot) -> None: ...
 
     def fetch(self, *, start: date, end: date, stats: FetchStats) -> Iterator[CostRow]: ...
+
+
+# The columns of a DailyTotalsAdapter's table: day (date32), service, region, account,
+# currency (strings, no nulls: region "global" and account "" for none), billed and
+# effective (decimal128, exact).
+DAILY_TOTALS_COLUMNS = ("day", "service", "region", "account", "currency", "billed", "effective")
+
+
+@runtime_checkable
+class DailyTotalsAdapter(Protocol):
+    """Optional, for sources read with a vectorised engine (FOCUS files): the adapter sums
+    rows to daily totals itself and hands over one Arrow table with
+    ``DAILY_TOTALS_COLUMNS``, so a million rows never become a million Python objects. A
+    key may appear more than once (the sync service sums again). ``stats`` is filled in
+    as with ``fetch``. The sync service prefers these methods when an adapter has them."""
+
+    def fetch_daily(self, *, start: date, end: date, stats: FetchStats) -> pa.Table: ...
+
+    def fetch_file_daily(self, path: str, *, stats: FetchStats) -> pa.Table: ...
 
 
 def normalize_region(region: str | None) -> str:

@@ -20,6 +20,14 @@ BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _reset_producer_pool():
+    """Drop the app's connection pool so the next send connects to the current broker_url."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
 @pytest.fixture
 def redis_broker():
     client = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=2)
@@ -31,10 +39,10 @@ def redis_broker():
     previous = (app.conf.task_always_eager, app.conf.broker_url)
     app.conf.task_always_eager = False
     app.conf.broker_url = BROKER_URL
-    app.pool.force_close_all()
+    _reset_producer_pool()
     yield BROKER_URL
     app.conf.task_always_eager, app.conf.broker_url = previous
-    app.pool.force_close_all()
+    _reset_producer_pool()
     client.flushdb()
 
 

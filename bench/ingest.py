@@ -1,21 +1,50 @@
-"""Synthetic FOCUS 1.0 exports for the ingest benchmark.
+"""Ingest benchmark: a synthetic FOCUS 1.0 export through the real sync path on PostgreSQL.
 
-Rows are drawn from a pool of resources, each with a fixed account, service, region, SKU
-and tags, the way a real bill repeats the same resources hour after hour: ~30 days of
-hourly charge periods, 50 services (skewed: a few services carry most rows), 15 regions
-plus NULL for global services, 20 sub-accounts, amounts with 10 decimal places, a few
-credits (negative), the literal ``NULL`` for nulls, enum case drift, an extra ``Id`` column.
-Generation is vectorised (numpy + polars) and written in chunks, so 4M rows take seconds.
+    .venv/bin/python bench/ingest.py [--rows 1000000 4000000]
+
+For each N it writes a FOCUS CSV of N rows into a temporary directory (all 43 FOCUS 1.0
+columns + a non-standard ``Id``; ~30 days of hourly charge periods, 50 services skewed
+towards a few, 15 regions + NULL, 20 sub-accounts, amounts with 10 decimals, credits,
+``NULL`` literals, enum case drift), then:
+
+* loads the same file with ``psql \\copy`` into an unindexed table of TEXT columns: the
+  floor for "getting these bytes into this database";
+* imports it with ``cost_records_sync(provider=..., source_file=...)`` in a child process
+  (its peak RSS is the import's own, ``resource.getrusage`` in the child), into a fresh
+  FOCUS provider: the first import writes every daily record;
+* imports it again (another child): the unchanged re-run, which must write nothing.
+
+Database: ``DATABASE_URL`` or postgres://postgres@127.0.0.1:5432/infraaudit_bench, created
+and migrated by this script. Prints a table; the numbers go to docs/benchmarks.md.
 """
+
+# The benchmark runs psql and itself as child processes, with arguments it builds.
+# ruff: noqa: S603, S607
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import polars as pl
 
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/infraaudit_bench"
+BENCH_ORG = "bench-ingest"
+
+
+# -- the synthetic export -------------------------------------------------------------
 FOCUS_10_COLUMNS = [
     "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName",
     "BillingCurrency", "BillingPeriodEnd", "BillingPeriodStart", "ChargeCategory",
@@ -172,5 +201,151 @@ def write_focus_csv(path: Path, rows: int, *, seed: int = 42) -> Path:
     return path
 
 
-def expected_days() -> tuple[datetime, datetime]:
-    return START, START + timedelta(hours=HOURS - 1)
+# -- Django and the database -----------------------------------------------------------
+def _environment(url: str, import_root: Path) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
+        "DJANGO_SECRET_KEY": env.get("DJANGO_SECRET_KEY") or "bench-only-secret-key",
+        "INFRAAUDIT_ENCRYPTION_KEY": env.get("INFRAAUDIT_ENCRYPTION_KEY")
+        or Fernet.generate_key().decode(),
+        "INFRAAUDIT_IMPORT_ROOT": str(import_root),
+        "CELERY_BROKER_URL": "",
+    })
+    return env
+
+
+def _django(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+
+
+def _ensure_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _bench_provider(rows: int) -> int:
+    """A fresh FOCUS provider in the bench organization (older bench data removed)."""
+    from accounts.models import Organization
+    from costs.models import CostRecord
+    from providers.models import Provider
+
+    organization, _ = Organization.objects.get_or_create(
+        slug=BENCH_ORG, defaults={"name": "Ingest benchmark"}
+    )
+    CostRecord.objects.filter(organization=organization).delete()
+    Provider.objects.filter(organization=organization).delete()
+    provider = Provider.objects.create(
+        organization=organization, name=f"FOCUS {rows} rows", kind="focus", config={}
+    )
+    return provider.id
+
+
+def _child_import(provider_id: int, path: str) -> None:
+    """Runs in a child process: one import, its time and this process's peak RSS."""
+    from costs.services.sync import cost_records_sync
+    from providers.models import Provider
+
+    provider = Provider.objects.get(pk=provider_id)
+    started = time.perf_counter()
+    outcome = cost_records_sync(provider=provider, source_file=path)
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({
+        "seconds": seconds, "peak_mib": peak_kib / 1024, "rows_read": outcome.rows_read,
+        "records": outcome.records_written, "changed": outcome.changed,
+    }))
+
+
+def _import(env: dict[str, str], provider_id: int, path: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(provider_id), str(path)],
+        env=env, check=True, capture_output=True, text=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _raw_copy(url: str, path: Path) -> float:
+    """Seconds ``psql \\copy`` takes to load the file into an unindexed TEXT table."""
+    header = path.open().readline().strip().split(",")
+    columns = ", ".join(f'"{name}" text' for name in header)
+    table = "bench_raw_copy"
+    subprocess.run(["psql", url, "-q", "-c", f"DROP TABLE IF EXISTS {table}",
+                    "-c", f"CREATE TABLE {table} ({columns})"], check=True)
+    started = time.perf_counter()
+    subprocess.run(["psql", url, "-q", "-c",
+                    f"\\copy {table} FROM '{path}' WITH (FORMAT csv, HEADER true)"], check=True)
+    seconds = time.perf_counter() - started
+    subprocess.run(["psql", url, "-q", "-c", f"DROP TABLE {table}"], check=True)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _django({})
+        _child_import(int(args.child[0]), args.child[1])
+        return
+
+    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    env = _environment(url, workdir)
+    _ensure_database(url)
+    _django(env)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+    results = []
+    try:
+        for rows in args.rows:
+            path = workdir / f"focus-{rows}.csv"
+            started = time.perf_counter()
+            write_focus_csv(path, rows)
+            print(f"generated {rows:,} rows ({path.stat().st_size / 2**20:,.0f} MiB) in "
+                  f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+            copy_seconds = _raw_copy(url, path)
+            provider_id = _bench_provider(rows)
+            first = _import(env, provider_id, path)
+            again = _import(env, provider_id, path)
+            assert first["rows_read"] == rows and first["changed"], first
+            assert not again["changed"], again
+            results.append((rows, path.stat().st_size, first, again, copy_seconds))
+            path.unlink()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _print_table(results)
+
+
+def _print_table(results: list) -> None:
+    print("| rows | file | import | rows/s | peak RSS | daily records | `\\copy` raw | "
+          "import / `\\copy` | unchanged re-run |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for rows, size, first, again, copy_seconds in results:
+        print(
+            f"| {rows:,} | {size / 2**20:,.0f} MiB | {first['seconds']:.1f} s | "
+            f"{rows / first['seconds']:,.0f} | {first['peak_mib']:,.0f} MiB | "
+            f"{first['records']:,} | {copy_seconds:.1f} s | "
+            f"{first['seconds'] / copy_seconds:.2f}x | {again['seconds']:.1f} s "
+            f"({again['peak_mib']:,.0f} MiB) |"
+        )
+
+
+if __name__ == "__main__":
+    main()

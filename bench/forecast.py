@@ -1,0 +1,56 @@
+"""Forecast benchmark: rolling-origin backtests against two baselines, and speed.
+
+    .venv/bin/python bench/forecast.py [--seeds 1 2 3] [--origins 30] [--spacing 10] [--skip-speed]
+
+Runs ``manage.py backtest_forecast`` (see its docstring for the method) on PostgreSQL:
+``DATABASE_URL`` or postgres://postgres@127.0.0.1:5432/infraaudit_forecast_bench, created
+and migrated by this script. Prints the tables that go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/infraaudit_forecast_bench"
+
+
+def _ensure_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def main() -> None:
+    from cryptography.fernet import Fernet
+
+    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    os.environ.update({
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
+        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or "bench-only-secret-key",
+        "INFRAAUDIT_ENCRYPTION_KEY": os.environ.get("INFRAAUDIT_ENCRYPTION_KEY")
+        or Fernet.generate_key().decode(),
+        "CELERY_BROKER_URL": "",
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+    })
+    _ensure_database(url)
+    sys.path.insert(0, str(REPO))
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+    call_command("backtest_forecast", *sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

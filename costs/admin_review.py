@@ -1,0 +1,442 @@
+"""The finance review desk: anomalies (chart, dismiss with a reason, reopen, detect now),
+anomaly policies, alert webhooks (write-only secrets) and their delivery log."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from costs.models import AlertWebhook, Anomaly, AnomalyPolicy, WebhookDelivery
+from costs.money import to_cents
+from costs.selectors import utc_today
+from costs.services.alerts import webhook_delivery_resend
+from costs.services.anomalies import anomaly_chart_series, anomaly_dismiss, anomaly_reopen
+from infraaudit.errors import Conflict
+from providers.models import Provider
+
+SEVERITY_COLOURS = {"low": "#6b7280", "medium": "#b45309", "high": "#c2410c", "critical": "#b91c1c"}
+
+
+class DismissForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why this is not a problem (1 to 500 characters); kept with the anomaly.",
+    )
+
+
+class DetectForm(forms.Form):
+    provider = forms.ModelChoiceField(queryset=Provider.objects.select_related("organization"))
+    date_from = forms.DateField(help_text="YYYY-MM-DD")
+    date_to = forms.DateField(help_text="YYYY-MM-DD")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("date_from") and cleaned.get("date_to"):
+            if cleaned["date_from"] > cleaned["date_to"]:
+                raise forms.ValidationError("date_from must not be after date_to")
+            if (cleaned["date_to"] - cleaned["date_from"]).days > 3650:
+                raise forms.ValidationError("at most 3650 days at once")
+        return cleaned
+
+
+def _money(value) -> str:
+    return f"{to_cents(value):,.2f}"
+
+
+# --------------------------------------------------------------------------------------
+# The chart: server-rendered SVG (no script, no CDN)
+# --------------------------------------------------------------------------------------
+
+CHART_W, CHART_H = 760, 260
+PAD_L, PAD_R, PAD_T, PAD_B = 64, 12, 12, 34
+
+
+def chart_context(anomaly: Anomaly) -> dict | None:
+    """Coordinates of the anomaly's series for the SVG template: the actual spend line,
+    the expected line and band, the anomalous day marked."""
+    points = anomaly_chart_series(anomaly=anomaly)
+    if not points:
+        return None
+    top = max(max(p.actual, p.upper or 0.0) for p in points) * 1.1 or 1.0
+    span = max(len(points) - 1, 1)
+
+    def x(i: int) -> float:
+        return round(PAD_L + (CHART_W - PAD_L - PAD_R) * i / span, 1)
+
+    def y(value: float) -> float:
+        return round(PAD_T + (CHART_H - PAD_T - PAD_B) * (1 - max(value, 0.0) / top), 1)
+
+    with_band = [(i, p) for i, p in enumerate(points) if p.upper is not None]
+    band = " ".join(f"{x(i)},{y(p.upper)}" for i, p in with_band)
+    band += " " + " ".join(f"{x(i)},{y(p.lower)}" for i, p in reversed(with_band))
+    marker = next((i for i, p in enumerate(points) if p.day == anomaly.date), None)
+    ticks = [
+        {"y": y(top * k / 4), "label": f"{top * k / 4:,.0f}"} for k in range(5)
+    ]
+    days = [
+        {"x": x(i), "label": p.day.strftime("%b %d")}
+        for i, p in enumerate(points)
+        if p.day.weekday() == 0
+    ]
+    dots = [
+        {"x": x(i), "y": y(p.actual), "day": p.day, "actual": f"{p.actual:,.2f}",
+         "expected": f"{p.expected:,.2f}" if p.expected is not None else "-",
+         "upper": f"{p.upper:,.2f}" if p.upper is not None else "-"}
+        for i, p in enumerate(points)
+    ]
+    return {
+        "width": CHART_W,
+        "height": CHART_H,
+        "left": PAD_L,
+        "right": CHART_W - PAD_R,
+        "bottom": CHART_H - PAD_B,
+        "top": PAD_T,
+        "band": band if with_band else "",
+        "expected": " ".join(f"{x(i)},{y(p.expected)}" for i, p in with_band),
+        "actual": " ".join(f"{d['x']},{d['y']}" for d in dots),
+        "dots": dots,
+        "marker": dots[marker] if marker is not None else None,
+        "ticks": ticks,
+        "days": days,
+        "first": points[0].day,
+        "last": points[-1].day,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Anomalies
+# --------------------------------------------------------------------------------------
+
+
+@admin.register(Anomaly)
+class AnomalyAdmin(admin.ModelAdmin):
+    """Triage from the list (amounts, impact, severity, top services, status); open a row
+    for the chart; dismiss (with a reason) or reopen, one or many."""
+
+    list_display = ["date", "provider", "series", "severity_badge", "actual", "expected",
+                    "upper", "impact", "deviation", "top_services_summary", "status",
+                    "dismissed_by"]
+    list_display_links = ["date", "series"]
+    list_filter = ["status", "severity", "provider__organization", "provider",
+                   ("date", admin.DateFieldListFilter)]
+    search_fields = ["service", "provider__name", "dismiss_reason"]
+    ordering = ["-date", "-impact_amount"]
+    date_hierarchy = "date"
+    list_select_related = ["provider", "dismissed_by"]
+    list_per_page = 50
+    actions = ["dismiss_selected", "reopen_selected"]
+    fieldsets = [
+        (None, {"fields": ["organization", "provider", "series", "date", "severity", "status"]}),
+        ("Amounts", {"fields": ["actual_amount", "expected_amount", "expected_lower",
+                                "expected_upper", "impact_amount", "deviation_percent",
+                                "currency", "top_services_table"]}),
+        ("Review", {"fields": ["detected_at", "updated_at", "dismissed_at", "dismissed_by",
+                               "dismiss_reason"]}),
+    ]
+    readonly_fields = ["organization", "provider", "series", "date", "severity", "status",
+                       "actual_amount", "expected_amount", "expected_lower", "expected_upper",
+                       "impact_amount", "deviation_percent", "currency", "top_services_table",
+                       "detected_at", "updated_at", "dismissed_at", "dismissed_by",
+                       "dismiss_reason"]
+
+    def has_add_permission(self, request):
+        return False  # anomalies come from detection only
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a dismissal is a record; re-detection removes what is no longer true
+
+    @admin.display(description="series", ordering="service")
+    def series(self, obj):
+        return obj.service or "(provider total)"
+
+    @admin.display(description="severity", ordering="severity")
+    def severity_badge(self, obj):
+        return format_html(
+            '<strong style="color:{}">{}</strong>', SEVERITY_COLOURS.get(obj.severity, "#000"),
+            obj.severity,
+        )
+
+    @admin.display(description="actual", ordering="actual_amount")
+    def actual(self, obj):
+        return f"{_money(obj.actual_amount)} {obj.currency}"
+
+    @admin.display(description="expected", ordering="expected_amount")
+    def expected(self, obj):
+        return _money(obj.expected_amount)
+
+    @admin.display(description="upper", ordering="expected_upper")
+    def upper(self, obj):
+        return _money(obj.expected_upper)
+
+    @admin.display(description="impact", ordering="impact_amount")
+    def impact(self, obj):
+        return _money(obj.impact_amount)
+
+    @admin.display(description="deviation", ordering="deviation_percent")
+    def deviation(self, obj):
+        return f"+{obj.deviation_percent}%"
+
+    @admin.display(description="top services")
+    def top_services_summary(self, obj):
+        return ", ".join(
+            f"{s['service']} (+{s['vs_expected']:,.2f})" for s in (obj.top_services or [])[:3]
+        ) or "-"
+
+    @admin.display(description="top services")
+    def top_services_table(self, obj):
+        rows = obj.top_services or []
+        if not rows:
+            return "-"
+        return format_html(
+            "<table><tr><th>service</th><th>actual</th><th>above its expectation</th></tr>{}</table>",
+            format_html_join_rows(rows),
+        )
+
+    # -- views -----------------------------------------------------------------------
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("detect/", wrap(self.detect_view), name="costs_anomaly_detect"),
+            path("<int:object_id>/dismiss/", wrap(self.dismiss_view), name="costs_anomaly_dismiss"),
+            path("<int:object_id>/reopen/", wrap(self.reopen_view), name="costs_anomaly_reopen"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_detect": self.has_change_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        anomaly = self.get_object(request, object_id)
+        if anomaly is not None:
+            extra_context["anomaly_chart"] = chart_context(anomaly)
+            extra_context["can_review"] = self.has_change_permission(request, anomaly)
+        extra_context.update(
+            show_save=False, show_save_and_continue=False, show_save_and_add_another=False,
+            show_delete=False,
+        )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _review_target(self, request, object_id) -> Anomaly:
+        anomaly = get_object_or_404(Anomaly.objects.select_related("provider"), pk=object_id)
+        if not self.has_change_permission(request, anomaly):
+            raise PermissionDenied
+        return anomaly
+
+    def _change_url(self, anomaly) -> str:
+        return reverse("admin:costs_anomaly_change", args=[anomaly.pk])
+
+    def dismiss_view(self, request, object_id):
+        anomaly = self._review_target(request, object_id)
+        form = DismissForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                anomaly_dismiss(anomaly=anomaly, user=request.user, reason=form.cleaned_data["reason"])
+            except Conflict as exc:
+                self.message_user(request, str(exc.detail), messages.ERROR)
+            else:
+                self.message_user(request, f"Dismissed {anomaly}.", messages.SUCCESS)
+            return HttpResponseRedirect(self._change_url(anomaly))
+        return self._dismiss_page(request, [anomaly], form, action=None)
+
+    def reopen_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        anomaly = self._review_target(request, object_id)
+        try:
+            anomaly_reopen(anomaly=anomaly)
+        except Conflict as exc:
+            self.message_user(request, str(exc.detail), messages.ERROR)
+        else:
+            self.message_user(request, f"Reopened {anomaly}.", messages.SUCCESS)
+        return HttpResponseRedirect(self._change_url(anomaly))
+
+    def _dismiss_page(self, request, anomalies, form, action):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Dismiss anomalies" if action else f"Dismiss {anomalies[0]}",
+            "opts": self.model._meta,
+            "anomalies": anomalies,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/costs/anomaly/dismiss.html", context)
+
+    @admin.action(description="Dismiss selected anomalies (asks for a reason)", permissions=["change"])
+    def dismiss_selected(self, request, queryset):
+        form = DismissForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            dismissed = skipped = 0
+            for anomaly in queryset:
+                try:
+                    anomaly_dismiss(anomaly=anomaly, user=request.user, reason=form.cleaned_data["reason"])
+                    dismissed += 1
+                except Conflict:
+                    skipped += 1
+            message = f"Dismissed {dismissed} anomal{'y' if dismissed == 1 else 'ies'}."
+            if skipped:
+                message += f" {skipped} already dismissed, left unchanged."
+            self.message_user(request, message, messages.SUCCESS)
+            return None
+        return self._dismiss_page(request, list(queryset), form, action="dismiss_selected")
+
+    @admin.action(description="Reopen selected anomalies", permissions=["change"])
+    def reopen_selected(self, request, queryset):
+        reopened = 0
+        for anomaly in queryset.filter(status=Anomaly.Status.DISMISSED):
+            anomaly_reopen(anomaly=anomaly)
+            reopened += 1
+        self.message_user(request, f"Reopened {reopened} anomal{'y' if reopened == 1 else 'ies'}.")
+
+    def detect_view(self, request):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        today = utc_today()
+        form = DetectForm(
+            request.POST or None,
+            initial={"date_from": today - timedelta(days=60), "date_to": today - timedelta(days=1)},
+        )
+        if request.method == "POST" and form.is_valid():
+            from costs.tasks import detect_anomalies
+
+            provider = form.cleaned_data["provider"]
+            args = (provider.pk, form.cleaned_data["date_from"].isoformat(),
+                    form.cleaned_data["date_to"].isoformat())
+            transaction.on_commit(lambda: detect_anomalies.delay(*args))
+            self.message_user(
+                request,
+                f"Anomaly detection of {provider} for {args[1]}..{args[2]} started.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(reverse("admin:costs_anomaly_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Detect anomalies now",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/costs/anomaly/detect.html", context)
+
+
+def format_html_join_rows(rows):
+    from django.utils.html import format_html_join
+
+    return format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>+{}</td></tr>",
+        ((r["service"], f"{r['amount']:,.2f}", f"{r['vs_expected']:,.2f}") for r in rows),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Policies, webhooks and the delivery log
+# --------------------------------------------------------------------------------------
+
+
+@admin.register(AnomalyPolicy)
+class AnomalyPolicyAdmin(admin.ModelAdmin):
+    """Per-organization thresholds; an organization without one uses the defaults."""
+
+    list_display = ["organization", "min_impact_amount", "min_deviation_percent",
+                    "high_impact_amount", "critical_impact_amount", "sensitivity", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["organization", "sensitivity", "material_daily_spend"]}),
+        ("Recorded at all (low)", {"fields": ["min_impact_amount", "min_deviation_percent"]}),
+        ("Medium", {"fields": ["medium_impact_amount", "medium_deviation_percent"]}),
+        ("High", {"fields": ["high_impact_amount", "high_deviation_percent"]}),
+        ("Critical", {"fields": ["critical_impact_amount", "critical_deviation_percent"]}),
+    ]
+
+
+class AlertWebhookForm(forms.ModelForm):
+    """The signing secret is write-only: required when the webhook is created, kept when
+    left empty afterwards, never displayed."""
+
+    new_secret = forms.CharField(
+        label="Signing secret",
+        required=False,
+        min_length=16,
+        max_length=200,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only, at least 16 characters. Leave empty to keep the stored secret.",
+    )
+
+    url = forms.URLField(max_length=1000, assume_scheme="https")
+
+    class Meta:
+        model = AlertWebhook
+        fields = ["organization", "name", "url", "min_severity", "max_age_days", "is_active"]
+
+    def clean_url(self):
+        url = self.cleaned_data["url"]
+        if not url.lower().startswith(("https://", "http://")):
+            raise forms.ValidationError("must be an http(s) URL")
+        return url
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("new_secret"):
+            self.add_error("new_secret", "a signing secret is required")
+        return cleaned
+
+    def save(self, commit=True):
+        webhook = super().save(commit=False)
+        if self.cleaned_data.get("new_secret"):
+            webhook.secret = self.cleaned_data["new_secret"]
+        if commit:
+            webhook.save()
+        return webhook
+
+
+@admin.register(AlertWebhook)
+class AlertWebhookAdmin(admin.ModelAdmin):
+    form = AlertWebhookForm
+    list_display = ["name", "organization", "url", "min_severity", "max_age_days", "is_active",
+                    "created_at"]
+    list_filter = ["is_active", "min_severity", "organization"]
+    search_fields = ["name", "url"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log: one row per alert, with attempts, last answer and error."""
+
+    list_display = ["created_at", "webhook", "anomaly_link", "status", "attempts",
+                    "response_code", "error", "last_attempt_at", "delivered_at"]
+    list_filter = ["status", "webhook__organization", "webhook"]
+    search_fields = ["webhook__name", "error"]
+    list_select_related = ["webhook", "anomaly"]
+    readonly_fields = ["webhook", "anomaly", "payload", "status", "attempts", "response_code",
+                       "error", "created_at", "last_attempt_at", "delivered_at"]
+    actions = ["resend_failed"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="anomaly")
+    def anomaly_link(self, obj):
+        return format_html(
+            '<a href="{}">#{}</a>', reverse("admin:costs_anomaly_change", args=[obj.anomaly_id]),
+            obj.anomaly_id,
+        )
+
+    @admin.action(description="Send the selected failed deliveries again", permissions=["change"])
+    def resend_failed(self, request, queryset):
+        count = sum(webhook_delivery_resend(delivery=d) for d in queryset)
+        self.message_user(request, f"Queued {count} delivery(ies) again.")

@@ -1,0 +1,199 @@
+"""Anomaly alerts: ``cost.anomaly`` events POSTed to an organization's webhooks.
+
+A new anomaly at or above a webhook's ``min_severity`` gets one ``WebhookDelivery`` row
+per webhook (unique, so never two alerts of one anomaly to one webhook), whose body is
+frozen at creation. A Celery task (``costs.deliver_webhook``) POSTs it, signed with
+``X-InfraAudit-Signature: sha256=<hex HMAC-SHA256 of the body under the secret>``, and
+retries with backoff on connection errors, timeouts, 408, 429 and 5xx; any other answer
+is final. Delivery is at least once: a receiver de-duplicates on
+``X-InfraAudit-Delivery`` (the delivery id) or ``anomaly_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+import requests
+from django.db import transaction
+from django.utils import timezone
+
+from costs.models import AlertWebhook, Anomaly, WebhookDelivery
+from costs.money import to_cents
+
+logger = logging.getLogger(__name__)
+
+EVENT = "cost.anomaly"
+SIGNATURE_HEADER = "X-InfraAudit-Signature"
+SEVERITY_RANK = {value: rank for rank, value in enumerate(Anomaly.Severity.values)}
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 10
+RETRY_STATUSES = {408, 429} | set(range(500, 600))
+
+
+class DeliveryRetryable(Exception):
+    """A transient failure; the task retries (not before ``retry_after`` seconds)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def anomaly_event(anomaly: Anomaly) -> dict:
+    """The ``cost.anomaly`` event body (amounts rounded to cents, JSON numbers)."""
+    return {
+        "event": EVENT,
+        "anomaly_id": anomaly.id,
+        "provider_id": anomaly.provider_id,
+        "service": anomaly.service or None,
+        "date": anomaly.date.isoformat(),
+        "actual_amount": float(to_cents(anomaly.actual_amount)),
+        "expected_amount": float(to_cents(anomaly.expected_amount)),
+        "deviation_percent": float(anomaly.deviation_percent),
+        "currency": anomaly.currency,
+        "severity": anomaly.severity,
+    }
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The value of ``X-InfraAudit-Signature`` for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def event_body(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def alerts_enqueue(*, anomalies: Iterable[Anomaly], today: date | None = None) -> list[int]:
+    """Create the deliveries of newly detected anomalies and send them after commit.
+
+    An anomaly is alerted to each active webhook of its organization whose
+    ``min_severity`` it reaches, unless its day is older than the webhook's
+    ``max_age_days`` (a backfill of old data does not page anyone)."""
+    today = today or timezone.now().date()
+    anomalies = list(anomalies)
+    org_ids = {a.organization_id for a in anomalies}
+    webhooks = AlertWebhook.objects.filter(organization_id__in=org_ids, is_active=True)
+    deliveries = [
+        WebhookDelivery(webhook=webhook, anomaly=anomaly, payload=anomaly_event(anomaly))
+        for webhook in webhooks
+        for anomaly in anomalies
+        if anomaly.organization_id == webhook.organization_id
+        and SEVERITY_RANK[anomaly.severity] >= SEVERITY_RANK[webhook.min_severity]
+        and anomaly.date >= today - timedelta(days=webhook.max_age_days)
+    ]
+    created = WebhookDelivery.objects.bulk_create(deliveries)
+    ids = [d.id for d in created]
+    if ids:
+        transaction.on_commit(lambda: _send(ids))
+    return ids
+
+
+def _send(delivery_ids: list[int]) -> None:
+    from costs.tasks import deliver_webhook
+
+    for delivery_id in delivery_ids:
+        deliver_webhook.delay(delivery_id)
+
+
+def _post(url: str, body: bytes, headers: dict) -> requests.Response:
+    """The network edge (tests stub it with ``responses``). No redirects: the signed body
+    goes only where it was configured to go."""
+    return requests.post(
+        url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+        allow_redirects=False,
+    )
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+
+
+def webhook_deliver(*, delivery_id: int, final_attempt: bool = True) -> str | None:
+    """Make one attempt at a delivery and record it. Raises ``DeliveryRetryable`` on a
+    transient failure unless ``final_attempt`` (then the delivery is marked failed).
+    Returns the delivery's status (None when it is gone or another worker holds it)."""
+    retry: DeliveryRetryable | None = None
+    with transaction.atomic():
+        # The row lock is held during the POST so two workers never send the same
+        # delivery at once; a second worker skips it.
+        delivery = (
+            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("webhook")
+            .filter(pk=delivery_id)
+            .first()
+        )
+        if delivery is None:
+            return None
+        if delivery.status in (WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED):
+            return delivery.status
+        webhook = delivery.webhook
+        delivery.attempts += 1
+        delivery.last_attempt_at = timezone.now()
+        if not webhook.is_active:
+            delivery.status, delivery.error = WebhookDelivery.Status.FAILED, "webhook disabled"
+        else:
+            retry = _attempt(delivery, webhook)
+            if retry is not None and final_attempt:
+                delivery.status = WebhookDelivery.Status.FAILED
+                delivery.error = f"{retry} (gave up after {delivery.attempts} attempts)"
+                retry = None
+        delivery.save(
+            update_fields=["status", "attempts", "last_attempt_at", "response_code", "error",
+                           "delivered_at"]
+        )
+    if retry is not None:
+        raise retry
+    return delivery.status
+
+
+def _attempt(delivery: WebhookDelivery, webhook: AlertWebhook) -> DeliveryRetryable | None:
+    body = event_body(delivery.payload)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "InfraAudit-Webhooks/1.0",
+        "X-InfraAudit-Event": EVENT,
+        "X-InfraAudit-Delivery": str(delivery.id),
+        SIGNATURE_HEADER: signature(webhook.secret, body),
+    }
+    try:
+        response = _post(webhook.url, body, headers)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        delivery.status = WebhookDelivery.Status.RETRYING
+        delivery.response_code = None
+        delivery.error = f"{type(exc).__name__}"
+        logger.warning("webhook %s delivery %s: %s", webhook.id, delivery.id, delivery.error)
+        return DeliveryRetryable(delivery.error)
+    except requests.RequestException as exc:
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.error = f"{type(exc).__name__}"[:500]
+        return None
+    delivery.response_code = response.status_code
+    if 200 <= response.status_code < 300:
+        delivery.status = WebhookDelivery.Status.DELIVERED
+        delivery.delivered_at = timezone.now()
+        delivery.error = ""
+        return None
+    delivery.error = f"HTTP {response.status_code}"
+    if response.status_code in RETRY_STATUSES:
+        delivery.status = WebhookDelivery.Status.RETRYING
+        return DeliveryRetryable(delivery.error, retry_after=_retry_after(response))
+    delivery.status = WebhookDelivery.Status.FAILED
+    return None
+
+
+def webhook_delivery_resend(*, delivery: WebhookDelivery) -> bool:
+    """Send a failed delivery again (same body, same id), from the admin."""
+    updated = WebhookDelivery.objects.filter(
+        pk=delivery.pk, status=WebhookDelivery.Status.FAILED
+    ).update(status=WebhookDelivery.Status.PENDING, error="")
+    if updated:
+        transaction.on_commit(lambda: _send([delivery.pk]))
+    return bool(updated)

@@ -1,0 +1,215 @@
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+
+from costs.models import AlertWebhook, Anomaly, WebhookDelivery
+from tests.costs.test_anomalies import SPIKE, TODAY, detect, weekly_series, write_series
+from tests.factories import AnomalyFactory, ProviderFactory, UserFactory
+
+LIST = "/admin/costs/anomaly/"
+SECRET = "never-show-this-webhook-secret"
+CREDENTIAL = "AKIA-NEVER-SHOWN-SECRET"
+
+
+@pytest.fixture
+def superuser(db):
+    return UserFactory(username="root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def reviewer(db):
+    user = UserFactory(username="finance", is_staff=True)
+    user.groups.add(Group.objects.get(name="Finance reviewers"))
+    return user
+
+
+@pytest.fixture
+def detected(org):
+    """A provider with 200 days of records and a real spike, detected."""
+    provider = ProviderFactory(organization=org, name="AWS Production")
+    ec2 = weekly_series(base=400, seed=1)
+    ec2[180] *= 3
+    write_series(provider, {"EC2": ec2, "S3": weekly_series(base=60, weekend=1.0, seed=2)})
+    detect(provider)
+    return provider
+
+
+def login(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_admin_list_filters_search_and_impact_sort(client, reviewer, org):
+    provider = ProviderFactory(organization=org, name="AWS Production")
+    small = AnomalyFactory(provider=provider, service="S3", impact_amount=Decimal("20"), severity="low")
+    big = AnomalyFactory(provider=provider, service="EC2", impact_amount=Decimal("900"))
+    dismissed = AnomalyFactory(provider=provider, status="dismissed", dismiss_reason="ok")
+    login(client, reviewer)
+
+    response = client.get(LIST)
+    assert response.status_code == 200
+    html = response.content.decode()
+    for column in ("impact", "deviation", "top services", "severity", "expected"):
+        assert f">{column}" in html.lower() or column in html.lower()
+
+    def listed(**params):
+        return [a.pk for a in client.get(LIST, params).context["cl"].result_list]
+
+    assert listed(status__exact="dismissed") == [dismissed.pk]
+    assert listed(severity__exact="low") == [small.pk]
+    assert listed(q="EC2") == [big.pk]
+    impact_column = response.context["cl"].list_display.index("impact")
+    assert listed(o=f"-{impact_column}") == [big.pk, dismissed.pk, small.pk]
+    assert listed(o=f"{impact_column}")[0] == small.pk
+    assert "Detect now" in html
+
+
+@pytest.mark.django_db
+def test_admin_change_page_draws_the_series_with_band_and_marker(client, reviewer, detected):
+    anomaly = Anomaly.objects.get(provider=detected, service="EC2", date=SPIKE)
+    response = login(client, reviewer).get(f"{LIST}{anomaly.pk}/change/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<svg id="anomaly-chart"' in html
+    assert 'class="expected-band"' in html and 'class="actual-line"' in html
+    assert 'class="anomaly-marker"' in html
+    assert SPIKE.isoformat() in html
+    assert "cdn" not in html.lower()
+    assert "Dismiss with a reason" in html
+    assert 'name="_save"' not in html  # amounts are read-only: nothing to save
+    chart = response.context["anomaly_chart"]
+    assert chart["marker"]["day"] == SPIKE
+    assert chart["first"] == SPIKE - timedelta(days=35)
+    assert chart["last"] == SPIKE + timedelta(days=14)
+
+
+@pytest.mark.django_db
+def test_admin_dismiss_asks_for_a_reason_and_records_who(client, reviewer, detected):
+    anomaly = Anomaly.objects.get(provider=detected, service="", date=SPIKE)
+    login(client, reviewer)
+    url = f"{LIST}{anomaly.pk}/dismiss/"
+    page = client.get(url)
+    assert page.status_code == 200 and 'name="reason"' in page.content.decode()
+
+    empty = client.post(url, {"reason": "  "})
+    assert empty.status_code == 200 and "This field is required" in empty.content.decode()
+    anomaly.refresh_from_db()
+    assert anomaly.status == "active"
+
+    done = client.post(url, {"reason": "Quarterly load test, approved"})
+    assert done.status_code == 302 and done["Location"].endswith(f"{anomaly.pk}/change/")
+    anomaly.refresh_from_db()
+    assert anomaly.status == "dismissed"
+    assert (anomaly.dismissed_by, anomaly.dismiss_reason) == (reviewer, "Quarterly load test, approved")
+    assert anomaly.dismissed_at is not None
+
+    again = client.post(url, {"reason": "other"}, follow=True)
+    assert "already dismissed" in again.content.decode()
+    anomaly.refresh_from_db()
+    assert anomaly.dismiss_reason == "Quarterly load test, approved"
+
+    reopened = client.post(f"{LIST}{anomaly.pk}/reopen/")
+    assert reopened.status_code == 302
+    anomaly.refresh_from_db()
+    assert (anomaly.status, anomaly.dismissed_by, anomaly.dismiss_reason) == ("active", None, "")
+
+
+@pytest.mark.django_db
+def test_admin_bulk_dismiss_via_intermediate_form_then_reopen(client, reviewer, detected):
+    ids = [str(pk) for pk in Anomaly.objects.filter(provider=detected).values_list("pk", flat=True)]
+    assert len(ids) == 2
+    login(client, reviewer)
+    form = client.post(LIST, {"action": "dismiss_selected", "_selected_action": ids, "index": 0})
+    assert form.status_code == 200
+    html = form.content.decode()
+    assert 'name="reason"' in html and 'value="dismiss_selected"' in html
+    assert Anomaly.objects.filter(status="dismissed").count() == 0
+
+    done = client.post(
+        LIST,
+        {"action": "dismiss_selected", "_selected_action": ids, "apply": "yes",
+         "reason": "Migration weekend"},
+    )
+    assert done.status_code == 302
+    assert set(Anomaly.objects.values_list("status", "dismiss_reason", "dismissed_by")) == {
+        ("dismissed", "Migration weekend", reviewer.pk)
+    }
+
+    client.post(LIST, {"action": "reopen_selected", "_selected_action": ids, "index": 0})
+    assert set(Anomaly.objects.values_list("status", flat=True)) == {"active"}
+
+
+@pytest.mark.django_db
+def test_admin_detect_now_runs_detection(client, superuser, org, django_capture_on_commit_callbacks, monkeypatch):
+    provider = ProviderFactory(organization=org)
+    ec2 = weekly_series(base=400, seed=1)
+    ec2[180] *= 3
+    write_series(provider, {"EC2": ec2})
+    monkeypatch.setattr("costs.selectors.utc_today", lambda: TODAY)
+    login(client, superuser)
+    assert client.get(f"{LIST}detect/").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            f"{LIST}detect/",
+            {"provider": provider.pk, "date_from": SPIKE.isoformat(), "date_to": SPIKE.isoformat()},
+        )
+    assert response.status_code == 302
+    assert Anomaly.objects.filter(provider=provider, date=SPIKE).count() == 2
+
+
+@pytest.mark.django_db
+def test_finance_reviewer_cannot_manage_keys_members_or_see_credentials(client, reviewer, org):
+    provider = ProviderFactory(organization=org)
+    provider.credentials = {"access_key_id": CREDENTIAL, "secret_access_key": CREDENTIAL}
+    provider.save()
+    login(client, reviewer)
+    assert client.get("/admin/accounts/apikey/").status_code == 403
+    assert client.get("/admin/accounts/apikey/add/").status_code == 403
+    assert client.get("/admin/accounts/membership/").status_code == 403
+    assert client.get("/admin/costs/alertwebhook/add/").status_code == 403
+    page = client.get(f"/admin/providers/provider/{provider.pk}/change/")
+    assert page.status_code == 200
+    assert CREDENTIAL not in page.content.decode()
+    assert provider.credentials_encrypted not in page.content.decode()
+    assert client.get("/admin/costs/costrecord/").status_code == 200
+    assert client.get("/admin/costs/webhookdelivery/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_admin_webhook_secret_is_write_only(client, superuser, reviewer, org):
+    login(client, superuser)
+    response = client.post(
+        "/admin/costs/alertwebhook/add/",
+        {"organization": org.pk, "name": "Finance", "url": "https://hooks.example.com/x",
+         "min_severity": "high", "max_age_days": 7, "is_active": "on", "new_secret": SECRET},
+    )
+    assert response.status_code == 302
+    webhook = AlertWebhook.objects.get()
+    assert webhook.secret == SECRET and SECRET not in webhook.secret_encrypted
+    change = client.get(f"/admin/costs/alertwebhook/{webhook.pk}/change/").content.decode()
+    assert SECRET not in change and webhook.secret_encrypted not in change
+    # Saving without a new secret keeps the stored one.
+    client.post(
+        f"/admin/costs/alertwebhook/{webhook.pk}/change/",
+        {"organization": org.pk, "name": "Finance 2", "url": "https://hooks.example.com/x",
+         "min_severity": "medium", "max_age_days": 7, "is_active": "on", "new_secret": ""},
+    )
+    webhook.refresh_from_db()
+    assert (webhook.name, webhook.secret) == ("Finance 2", SECRET)
+    missing = client.post(
+        "/admin/costs/alertwebhook/add/",
+        {"organization": org.pk, "name": "No secret", "url": "https://hooks.example.com/y",
+         "min_severity": "high", "max_age_days": 7},
+    )
+    assert missing.status_code == 200 and "a signing secret is required" in missing.content.decode()
+
+    anomaly = AnomalyFactory(provider=ProviderFactory(organization=org))
+    WebhookDelivery.objects.create(
+        webhook=webhook, anomaly=anomaly, payload={"event": "cost.anomaly"}, status="failed",
+        attempts=7, error="HTTP 503",
+    )
+    log = login(client, reviewer).get("/admin/costs/webhookdelivery/").content.decode()
+    assert "HTTP 503" in log and SECRET not in log

@@ -1,0 +1,336 @@
+"""GET /costs/forecast and the forecast service: response shape and invariants, history
+rules (today never counts, gaps outside sync coverage are missing), recurring fixed-day
+charges, currencies, tenancy, caching per data version and one fit under concurrency."""
+
+import json
+import math
+import threading
+from datetime import date, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+from django.core.cache import cache
+from django.db import connection
+
+from costs.models import CostRecord
+from costs.services import forecast as forecast_service
+from costs.services.forecast import cost_forecast, forecast_series
+from costs.services.sync import replace_window
+from tests.factories import ProviderFactory
+
+URL = "/api/v1/costs/forecast"
+TODAY = date(2024, 7, 10)
+YESTERDAY = TODAY - timedelta(days=1)
+
+
+@pytest.fixture(autouse=True)
+def today(request, monkeypatch):
+    monkeypatch.setattr("costs.selectors.utc_today", lambda: TODAY)
+    uses_db = request.node.get_closest_marker("django_db") is not None
+    if uses_db:
+        cache.clear()
+    yield
+    if uses_db:
+        cache.clear()
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """Counts fit_forecast calls (one per forecast fitted, whatever its backtests)."""
+    calls = []
+    real = forecast_service.fit_forecast
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forecast_service, "fit_forecast", counting)
+    return calls
+
+
+def _usage(day: date, base: float = 100.0) -> Decimal:
+    """Weekday/weekend pattern, slow growth and a deterministic wobble."""
+    offset = (day - date(2024, 1, 1)).days
+    weekend = 0.7 if day.weekday() >= 5 else 1.0
+    wobble = 1 + 0.04 * math.sin(offset * 1.7)
+    return Decimal(repr(round(base * weekend * (1 + offset / 1000) * wobble, 4)))
+
+
+def _seed(provider, start: date, end: date, *, currency="USD", base=100.0, monthly=None):
+    """Daily usage on EC2 from start to end, and an optional charge on each 1st."""
+    records, day = [], start
+    while day <= end:
+        records.append(_record(provider, day, "EC2", _usage(day, base), currency))
+        if monthly and day.day == 1:
+            records.append(_record(provider, day, "Support", Decimal(monthly), currency))
+        day += timedelta(days=1)
+    CostRecord.objects.bulk_create(records)
+
+
+def _record(provider, day, service, amount, currency="USD"):
+    return CostRecord(
+        organization=provider.organization, provider=provider, day=day, service=service,
+        region="us-east-1", currency=currency, billed_amount=amount, effective_amount=amount,
+    )
+
+
+def _forecast(api, query=""):
+    response = api.get(f"{URL}?{query}")
+    assert response.status_code == 200, response.content
+    return json.loads(response.content, parse_float=Decimal)
+
+
+@pytest.fixture
+def aws(org):
+    provider = ProviderFactory(organization=org, name="AWS")
+    _seed(provider, YESTERDAY - timedelta(days=119), YESTERDAY)
+    return provider
+
+
+# --- shape and invariants --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_forecast_response_shape_and_invariants(api, aws):
+    body = _forecast(api)
+    assert set(body) == {
+        "forecast_days", "projected_total", "confidence_interval", "daily", "currency",
+        "interval_level", "history_days", "generated_at", "calibration",
+    }
+    assert body["forecast_days"] == 30
+    assert body["currency"] == "USD"
+    assert body["interval_level"] == Decimal("0.8")
+    assert body["history_days"] == 120
+    days = body["daily"]
+    assert [d["date"] for d in days] == [(TODAY + timedelta(days=n)).isoformat() for n in range(30)]
+    for d in days:
+        assert set(d) == {"date", "amount", "lower", "upper"}
+        assert 0 <= d["lower"] <= d["amount"] <= d["upper"]
+        assert d["amount"] == d["amount"].quantize(Decimal("0.01"))
+    assert body["projected_total"] == sum(d["amount"] for d in days)
+    interval = body["confidence_interval"]
+    assert 0 <= interval["low"] <= body["projected_total"] <= interval["high"]
+    # The total's interval comes from simulated paths: far narrower than adding up the
+    # daily bounds, which would assume every day misses in the same direction.
+    assert interval["high"] - interval["low"] < sum(d["upper"] - d["lower"] for d in days) / 2
+    assert body["calibration"]["backtest_origins"] >= 2
+    assert "conformal" in body["calibration"]["method"]
+    # The series sits near 100/day on weekdays: the forecast must too.
+    weekday = [d["amount"] for d in days if date.fromisoformat(d["date"]).weekday() < 5]
+    assert Decimal(95) < sum(weekday) / len(weekday) < Decimal(130)
+
+
+@pytest.mark.django_db
+def test_forecast_one_fit_serves_every_horizon_and_level(api, aws, fits):
+    for days in (30, 60, 90):
+        body = _forecast(api, f"days={days}")
+        assert body["forecast_days"] == days
+        assert len(body["daily"]) == days
+    narrow = _forecast(api, "days=30&interval_level=0.5")
+    wide = _forecast(api, "days=30&interval_level=0.95")
+    assert narrow["interval_level"] == Decimal("0.5")
+    narrow_ci, wide_ci = narrow["confidence_interval"], wide["confidence_interval"]
+    assert wide_ci["high"] - wide_ci["low"] > narrow_ci["high"] - narrow_ci["low"]
+    assert len(fits) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("days=45", "days"), ("days=abc", "days"), ("days=0", "days"), ("days=-30", "days"),
+        ("interval_level=1.5", "interval_level"), ("interval_level=x", "interval_level"),
+        ("provider_id=x", "provider_id"),
+    ],
+)
+def test_forecast_rejects_bad_parameters(api, query, param):
+    response = api.get(f"{URL}?{query}")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "INVALID_PARAMETER"
+    assert param in body["details"]
+
+
+@pytest.mark.django_db
+def test_forecast_needs_auth(client):
+    assert client.get(URL).status_code == 401
+
+
+# --- history rules ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_forecast_too_little_history_is_422_with_days_needed_and_available(api, org):
+    provider = ProviderFactory(organization=org)
+    _seed(provider, YESTERDAY - timedelta(days=9), YESTERDAY)
+    response = api.get(URL)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "INSUFFICIENT_HISTORY"
+    assert body["details"] == {"history_days_needed": 14, "history_days_available": 10}
+
+
+@pytest.mark.django_db
+def test_forecast_without_any_data_is_422(api):
+    response = api.get(URL)
+    assert response.status_code == 422
+    assert response.json()["details"]["history_days_available"] == 0
+
+
+@pytest.mark.django_db
+def test_forecast_gaps_are_zero_only_where_syncs_covered_them(api, org):
+    provider = ProviderFactory(organization=org)
+    # Records every other day for 20 days: 10 known days without sync coverage.
+    CostRecord.objects.bulk_create(
+        _record(provider, YESTERDAY - timedelta(days=n), "EC2", Decimal(50)) for n in range(0, 20, 2)
+    )
+    response = api.get(URL)
+    assert response.status_code == 422
+    assert response.json()["details"]["history_days_available"] == 10
+
+    # Once syncs are known to have covered those days, the empty days are zero spend.
+    provider.coverage_start = YESTERDAY - timedelta(days=19)
+    provider.coverage_end = YESTERDAY
+    provider.save()
+    body = _forecast(api)
+    assert body["history_days"] == 20
+
+
+@pytest.mark.django_db
+def test_forecast_ignores_todays_partial_day(api, aws):
+    before = _forecast(api)
+    CostRecord.objects.bulk_create([_record(aws, TODAY, "EC2", Decimal("50000"))])
+    aws.data_version += 1  # as a sync would
+    aws.save()
+    after = _forecast(api)
+    assert after["history_days"] == before["history_days"] == 120
+    assert after["daily"][0]["date"] == TODAY.isoformat()
+    assert after["projected_total"] == before["projected_total"]
+
+
+# --- recurring charges -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_forecast_places_a_monthly_charge_on_its_day(api, org):
+    provider = ProviderFactory(organization=org)
+    _seed(provider, date(2024, 2, 1), YESTERDAY, monthly="3000")
+    body = _forecast(api, "days=60")
+    by_date = {d["date"]: d for d in body["daily"]}
+    for first in ("2024-08-01", "2024-09-01"):
+        day = by_date[first]
+        assert Decimal(3050) < day["amount"] < Decimal(3200)
+        assert day["lower"] > Decimal(3000)  # the charge is certain, only usage varies
+    others = [d["amount"] for key, d in by_date.items() if not key.endswith("-01")]
+    assert max(others) < Decimal(200)  # not smeared across the month
+    assert body["calibration"]["recurring_charges"] == 1
+
+
+def test_forecast_series_finds_a_charge_in_the_total_without_components():
+    days = pd.date_range("2024-01-01", "2024-06-30")
+    values = [float(_usage(d.date())) + (2000.0 if d.day == 15 else 0.0) for d in days]
+    result = forecast_series(pd.Series(values, index=days), horizon=60)
+    by_day = dict(zip(result.days, result.amount, strict=True))
+    assert by_day[date(2024, 7, 15)] > 2000
+    assert by_day[date(2024, 8, 15)] > 2000
+    assert max(v for d, v in by_day.items() if d.day != 15) < 200
+
+
+def test_forecast_series_never_goes_below_zero_on_a_decline():
+    days = pd.date_range("2024-01-01", periods=120)
+    values = np.linspace(500, 20, 120) * (1 + 0.05 * np.sin(np.arange(120)))
+    result = forecast_series(pd.Series(values, index=days), horizon=90)
+    assert (result.lower >= 0).all()
+    assert (result.amount >= result.lower).all()
+    assert (result.upper >= result.amount).all()
+    assert result.total_low >= 0
+
+
+# --- currencies and tenancy ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_forecast_several_currencies_is_422_naming_them_unless_scoped(api, org):
+    usd = ProviderFactory(organization=org, name="US")
+    eur = ProviderFactory(organization=org, name="EU")
+    _seed(usd, YESTERDAY - timedelta(days=29), YESTERDAY)
+    _seed(eur, YESTERDAY - timedelta(days=29), YESTERDAY, currency="EUR")
+    response = api.get(URL)
+    assert response.status_code == 422
+    assert response.json()["code"] == "MIXED_CURRENCIES"
+    assert response.json()["details"]["currencies"] == ["EUR", "USD"]
+    assert _forecast(api, f"provider_id={eur.id}")["currency"] == "EUR"
+
+
+@pytest.mark.django_db
+def test_forecast_is_scoped_to_the_callers_organization(api, other_api, aws, org):
+    assert other_api.get(f"{URL}?provider_id={aws.id}").status_code == 404
+    assert other_api.get(URL).status_code == 422  # no data of its own
+    assert api.get(f"{URL}?provider_id=999999").status_code == 404
+
+    # A second provider's spend counts in the organization total, not in aws's forecast.
+    gcp = ProviderFactory(organization=org, name="GCP")
+    _seed(gcp, YESTERDAY - timedelta(days=119), YESTERDAY, base=300.0)
+    total = _forecast(api)["projected_total"]
+    alone = _forecast(api, f"provider_id={aws.id}")["projected_total"]
+    assert total > 3 * alone
+
+
+# --- caching ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_forecast_is_cached_until_a_sync_changes_the_records(api, aws, fits):
+    first = _forecast(api)
+    assert _forecast(api) == first
+    assert len(fits) == 1
+
+    # A sync that restates the last 30 days at twice the spend bumps the data version.
+    start = YESTERDAY - timedelta(days=29)
+    totals = {
+        (start + timedelta(days=n), "EC2", "us-east-1", "", "USD"): [
+            _usage(start + timedelta(days=n)) * 2
+        ] * 2
+        for n in range(30)
+    }
+    replace_window(provider=aws, date_from=start, date_to=YESTERDAY, totals=totals)
+    second = _forecast(api)
+    assert len(fits) == 2
+    assert second["projected_total"] > first["projected_total"] * Decimal("1.3")
+    assert _forecast(api) == second
+    assert len(fits) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forecast_concurrent_first_requests_fit_once(org, monkeypatch):
+    provider = ProviderFactory(organization=org)
+    _seed(provider, YESTERDAY - timedelta(days=59), YESTERDAY)
+    calls, real = [], forecast_service.fit_forecast
+
+    def slow_fit(*args, **kwargs):
+        calls.append(1)
+        threading.Event().wait(0.3)  # widen the race window
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forecast_service, "fit_forecast", slow_fit)
+    barrier, results, errors = threading.Barrier(3), [], []
+
+    def ask():
+        try:
+            barrier.wait()
+            results.append(cost_forecast(organization=org, days=30).projected_total)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(calls) == 1
+    assert len(set(results)) == 1
