@@ -147,22 +147,32 @@ def generate(
     providers: tuple[ProviderSpec, ...] = DEFAULT_PROVIDERS,
     spikes: int = 4,
     spike_factor: tuple[float, float] = (2.5, 5.0),
+    spike_first_day: int = 28,
+    spike_min_base: float = 0.0,
 ) -> DemoDataset:
     """Daily rows for ``days`` days ending at ``end`` (default: yesterday, UTC).
 
     ``spikes`` random (provider, usage service, day) triples get ``spike_factor`` times
-    their normal spend, never in the last 7 days (so a forecast's recent history is clean
-    unless a caller injects more)."""
+    their normal spend, from day ``spike_first_day`` on and never in the last 7 days (so a
+    forecast's recent history is clean unless a caller injects more); only services with a
+    daily ``base`` of at least ``spike_min_base`` are chosen."""
     rng = random.Random(seed)
     end = end or date.today() - timedelta(days=1)
     start = end - timedelta(days=days - 1)
     dataset = DemoDataset(start=start, end=end)
 
-    usage = [(p, s) for p in providers for s in p.services if not s.monthly_charge]
+    usage = [
+        (p, s)
+        for p in providers
+        for s in p.services
+        if not s.monthly_charge and s.base >= spike_min_base
+    ]
     chosen: dict[tuple[str, str, date], float] = {}
     for _ in range(spikes):
         provider, spec = rng.choice(usage)
-        day = start + timedelta(days=rng.randrange(28, max(29, days - 7)))
+        day = start + timedelta(
+            days=rng.randrange(spike_first_day, max(spike_first_day + 1, days - 7))
+        )
         chosen[(provider.name, spec.service, day)] = rng.uniform(*spike_factor)
 
     for provider in providers:

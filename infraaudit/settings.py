@@ -98,7 +98,10 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'infraaudit.sqlite3'}"
+DATABASE_URL = env_str("DATABASE_URL")
+if not DATABASE_URL:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASE_URL = f"sqlite:///{VAR_DIR / 'infraaudit.sqlite3'}"
 try:
     DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 except Exception as exc:  # django-environ raises several types for a malformed URL

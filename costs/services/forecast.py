@@ -13,9 +13,11 @@ The model, in the order it runs (``fit_forecast``):
    block bootstrap of the in-sample residuals, which keeps their day-to-day correlation,
    so the total of a path varies as real totals do (not as a sum of independent days).
 4. The width is calibrated on the scope's own history: the same procedure is re-run
-   from several earlier origins (rolling-origin backtests), the real outcomes are scored
+   from up to 8 earlier origins (rolling-origin backtests), the real outcomes are scored
    against the simulated spread, and the empirical (split-conformal) quantiles of those
-   scores set the daily and total intervals for the requested level.
+   scores set the daily and total intervals for the requested level. For totals, the
+   backtests also fit a relative level error on top of the simulated variance (days
+   average out over a horizon, a level that is off does not).
 
 The result of steps 1-4 does not depend on the horizon or the level, so one fit (cached
 per scope and data version) answers 30, 60 and 90 days at any level
@@ -53,8 +55,8 @@ SHORT_CALIBRATION_LEADS = (7, 14, 21, 28)
 CALIBRATION_MIN_TRAIN_DAYS = 28
 CALIBRATION_MIN_ORIGINS = 2
 TOTAL_SCORE_STEP = 7
-# Without backtests the simulated spread is widened by this factor, the median scale
-# that the calibrated fits needed in docs/benchmarks.md (raw simulations are too narrow).
+# Without backtests (under ~6 weeks of history) the simulated spread is widened by this
+# fixed factor: raw simulated paths are too narrow in every backtest we ran.
 UNCALIBRATED_SCALE = 1.5
 # Chosen by the backtests in docs/benchmarks.md: a stiff trend (few changepoints) beats
 # a flexible one on daily spend, where short swings are noise, not new growth.
@@ -509,9 +511,10 @@ def forecast_from_fit(fit: FittedForecast, *, horizon: int, level: float = 0.8) 
     if len(daily_scores) >= 14 and len(total_rows) >= 3:
         z_low = min(_conformal(-daily_scores, 0.5 + level / 2) * -1, 0.0)
         z_high = max(_conformal(daily_scores, 0.5 + level / 2), 0.0)
+        # The spread of a total over its length: simulated paths plus the level error the
+        # backtests show; its size: the conformal quantile of the standardized errors of
+        # totals of comparable length (at least a third of the horizon).
         level_sd = _level_error(total_rows)
-        # The quantile comes from totals of comparable length (the shape of the spread
-        # over lengths is the model's; its size at this horizon is the backtests').
         long_rows = total_rows[total_rows[:, 0] >= horizon / 3]
         rows = long_rows if len(long_rows) >= 5 else total_rows
         spread = np.sqrt(rows[:, 2] + (level_sd * rows[:, 3]) ** 2)

@@ -55,7 +55,11 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     def handle(self, *args, org, seed, days, base_url, **options):
-        dataset = generate(seed=seed, days=days)
+        # A few genuine spikes on services that matter, late enough in the history for the
+        # detector (which needs 17 weeks of history per series) to judge them.
+        dataset = generate(
+            seed=seed, days=days, spikes=6, spike_first_day=150, spike_min_base=20.0
+        )
         membership = membership_ensure(org_name=org, username="demo", role=Membership.Role.ADMIN)
         organization = membership.organization
 
