@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from costs.models import CostRecord
-from costs.services import forecast as forecast_service
+from costs.services.forecast import service as forecast_service
 from costs.services.forecast import cost_forecast, forecast_series
 from costs.services.sync import replace_window
 from tests.factories import ProviderFactory

@@ -43,7 +43,7 @@ from django.core.management.base import BaseCommand
 from django.db import connections
 
 from costs.demo import generate
-from costs.services import forecast as model
+from costs.services.forecast import model
 
 HORIZONS = (30, 60, 90)
 DEMO_DAYS = 1100

@@ -1,0 +1,38 @@
+"""Cost forecasts whose intervals mean what they say.
+
+``model``: the pure numpy/pandas/Prophet core (fit, simulate, calibrate, answer a horizon),
+used by the service and by the backtests; ``recurring``: fixed-day monthly charges;
+``calibration``: backtest scores and their quantiles; ``service``: ``cost_forecast``,
+the Django entry point (history rules, currency, caching, one fit under concurrency).
+"""
+
+from costs.services.forecast.model import (
+    FIT_COUNTER,
+    HORIZON_MAX,
+    HORIZONS,
+    MIN_HISTORY_DAYS,
+    FittedForecast,
+    SeriesForecast,
+    fit_forecast,
+    forecast_from_fit,
+    forecast_series,
+)
+from costs.services.forecast.recurring import RecurringCharge, detect_recurring
+from costs.services.forecast.service import DailyForecast, ForecastResult, cost_forecast
+
+__all__ = [
+    "FIT_COUNTER",
+    "HORIZONS",
+    "HORIZON_MAX",
+    "MIN_HISTORY_DAYS",
+    "DailyForecast",
+    "FittedForecast",
+    "ForecastResult",
+    "RecurringCharge",
+    "SeriesForecast",
+    "cost_forecast",
+    "detect_recurring",
+    "fit_forecast",
+    "forecast_from_fit",
+    "forecast_series",
+]

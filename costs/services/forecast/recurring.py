@@ -1,0 +1,118 @@
+"""Recurring charges that land on a fixed day of the month (support plans, reservation
+and subscription fees), found per component series and forecast deterministically."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+LAST_DAY = 0  # day_of_month value meaning "the last day of the month"
+
+
+@dataclass(frozen=True)
+class RecurringCharge:
+    """A charge that lands on ``day_of_month`` (0: last day) of every month."""
+
+    component: str
+    day_of_month: int
+    amount: float
+    months: int
+
+
+def _day_keys(index: pd.DatetimeIndex) -> np.ndarray:
+    days = np.asarray(index.day)
+    keys = np.where(days <= 28, days, -1)
+    return np.where(np.asarray(index.is_month_end) & (days > 28), LAST_DAY, keys)
+
+
+DETECTION_WINDOW_DAYS = 400  # a charge must have been billed within this many days
+BASE_WINDOW_DAYS = 14  # a charge is measured against the median of the days before it
+
+
+@dataclass(frozen=True)
+class _Jumps:
+    """Per day of one component: its jump over the median of the days before it, and
+    whether that jump stands clear of their spread. Only past days are used, so the
+    arrays computed once on the whole history serve every backtest origin unchanged."""
+
+    excess: np.ndarray
+    charged: np.ndarray
+    pure: np.ndarray  # nothing was spent on the days before
+    observed: np.ndarray
+
+
+def _jumps(series: pd.Series) -> _Jumps:
+    values = series.to_numpy(dtype=float)
+    observed = np.isfinite(values)
+    window = series.shift(1).rolling(BASE_WINDOW_DAYS, min_periods=5)
+    base = np.nan_to_num(window.median().to_numpy())
+    spread = np.nan_to_num((window.quantile(0.75) - window.quantile(0.25)).to_numpy() / 1.349)
+    excess = np.nan_to_num(values) - base
+    floor = 0.005 + 1e-6 * (np.nanmax(np.abs(values)) if observed.any() else 0.0)
+    charged = observed & (excess > np.maximum(np.maximum(5 * spread, 0.5 * np.abs(base)), floor))
+    return _Jumps(excess, charged, np.abs(base) < floor, observed)
+
+
+def _recurring_in(
+    name: str, jumps: _Jumps, index: pd.DatetimeIndex
+) -> tuple[list[RecurringCharge], np.ndarray]:
+    """Fixed-day charges of one component and the part of its history they explain."""
+    explained = np.zeros(len(index))
+    charged, observed = jumps.charged, jumps.observed
+    if not charged[-DETECTION_WINDOW_DAYS:].any():
+        return [], explained
+    keys = _day_keys(index)
+    charges = []
+    for day_key in np.unique(keys[-DETECTION_WINDOW_DAYS:][charged[-DETECTION_WINDOW_DAYS:]]):
+        hits = np.flatnonzero((keys == day_key) & observed)
+        misses = np.flatnonzero(~charged[hits])
+        run = len(hits) - (misses[-1] + 1 if misses.size else 0)
+        if day_key < 0 or run < 2:
+            continue
+        last = hits[-run:]
+        amounts = jumps.excess[last]
+        recent = amounts[-6:]
+        pure = bool(jumps.pure[last[-3:]].all())
+        if run < (2 if pure else 3) or recent.max() > 3 * recent.min():
+            continue
+        charges.append(RecurringCharge(name, int(day_key), float(amounts[-1]), run))
+        explained[last] = amounts
+    return charges, explained
+
+
+def detect_recurring(
+    components: Mapping[str, pd.Series], *, until: int | None = None,
+    jumps: Mapping[str, _Jumps] | None = None,
+) -> tuple[list[RecurringCharge], np.ndarray | None]:
+    """Fixed-day monthly charges in each component series (all on one daily index) and,
+    summed over components, the history they explain (to subtract from the total).
+
+    A component qualifies when its spend on one day of the month jumps clear above the
+    days before it in each of its latest months: 2 months for a pure charge (nothing
+    spent around it), 3 for one billed on top of daily usage. ``until`` cuts the history
+    (backtests); ``jumps`` reuses the per-day measurements of a previous call."""
+    charges: list[RecurringCharge] = []
+    explained: np.ndarray | None = None
+    for name, series in components.items():
+        measured = jumps[name] if jumps is not None else _jumps(series)
+        cut = series.index if until is None else series.index[:until]
+        if until is not None:
+            measured = _Jumps(*(part[:until] for part in (
+                measured.excess, measured.charged, measured.pure, measured.observed)))
+        found, part = _recurring_in(name, measured, cut)
+        if found:
+            charges.extend(found)
+            explained = part if explained is None else explained + part
+    return charges, explained
+
+
+def _recurring_future(charges: Iterable[RecurringCharge], days: pd.DatetimeIndex) -> np.ndarray:
+    keys = _day_keys(days)
+    out = np.zeros(len(days))
+    for charge in charges:
+        out += np.where(keys == charge.day_of_month, charge.amount, 0.0)
+    return out
+

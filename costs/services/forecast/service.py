@@ -1,0 +1,268 @@
+"""The forecast service: a scope's history from the database, currency, caching and
+one fit per scope under concurrent first requests."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from costs.services.forecast.model import (
+    HORIZONS,
+    MIN_HISTORY_DAYS,
+    TRAIN_WINDOW_DAYS,
+    FittedForecast,
+    fit_forecast,
+    forecast_from_fit,
+)
+
+logger = logging.getLogger(__name__)
+
+CACHE_TIMEOUT = 2 * 24 * 3600  # keys carry the day, so entries only need to outlive it
+LOCK_TIMEOUT = 300  # seconds a fit may hold the lock on databases without advisory locks
+LOCK_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class DailyForecast:
+    date: date
+    amount: Decimal
+    lower: Decimal
+    upper: Decimal
+
+
+@dataclass(frozen=True)
+class ForecastResult:
+    """A scope's forecast: exact Decimals (rounded to cents only on output)."""
+
+    currency: str
+    forecast_days: int
+    interval_level: float
+    history_days: int
+    generated_at: datetime
+    daily: list[DailyForecast]
+    projected_total: Decimal
+    total_low: Decimal
+    total_high: Decimal
+    calibration: dict
+
+
+@dataclass
+class _CachedFit:
+    fit: FittedForecast
+    currency: str
+    generated_at: datetime
+
+
+def _money(value: float) -> Decimal:
+    return Decimal(repr(round(float(value), 6)))
+
+
+def _provider_state(providers) -> list[tuple]:
+    return [
+        (p.id, p.data_version, str(p.coverage_start), str(p.coverage_end), p.is_active)
+        for p in providers
+    ]
+
+
+def _cache_key(organization, provider, providers, last_day: date) -> str:
+    """One key per scope, data version of every provider in it, and last complete day."""
+    import hashlib
+    import json
+
+    state = json.dumps([last_day.isoformat(), _provider_state(providers)])
+    digest = hashlib.sha256(state.encode()).hexdigest()[:40]
+    scope = provider.id if provider is not None else "all"
+    return f"forecast:v1:{organization.id}:{scope}:{digest}"
+
+
+def _observed_days(providers, records: dict[int, set[date]], days: pd.DatetimeIndex) -> np.ndarray:
+    """Which days of the scope's total are known. A provider knows a day it has records
+    for or that its syncs covered (no records there: nothing was spent). Before a
+    provider's first known day, and after its last while it is still connected, its part
+    is missing, so the total is too; a disconnected provider simply stopped spending."""
+    known = np.ones(len(days), dtype=bool)
+    stamps = days.date
+    with_data = [p for p in providers if records.get(p.id) or p.coverage_start is not None]
+    if not with_data:
+        return np.zeros(len(days), dtype=bool)
+    for p in with_data:
+        have = records.get(p.id, set())
+        first = min(filter(None, [p.coverage_start, min(have, default=None)]))
+        last = max(filter(None, [p.coverage_end, max(have, default=None)]))
+        covered = np.array(
+            [
+                day in have
+                or (p.coverage_start is not None and p.coverage_start <= day <= (p.coverage_end or day))
+                or (day > last and not p.is_active)
+                for day in stamps
+            ]
+        )
+        known &= covered & (np.array([day >= first for day in stamps]))
+    return known
+
+
+def _scope_history(
+    *, organization, provider, providers, last_day: date
+) -> tuple[pd.Series, dict[str, pd.Series]]:
+    """The scope's daily total and its (provider, service) components from the first
+    known day (at most ``TRAIN_WINDOW_DAYS`` back) to ``last_day``; NaN where missing."""
+    from costs.selectors import daily_component_totals, daily_totals
+
+    start = last_day - timedelta(days=TRAIN_WINDOW_DAYS - 1)
+    rows = daily_component_totals(
+        organization=organization, provider=provider, start=start, end=last_day
+    )
+    totals = dict(
+        daily_totals(organization=organization, provider=provider, start=start, end=last_day)
+    )
+    records: dict[int, set[date]] = {}
+    for day, provider_id, _service, _total in rows:
+        records.setdefault(provider_id, set()).add(day)
+    days = pd.date_range(start, last_day)
+    known = _observed_days(providers, records, days)
+    if not known.any():
+        return pd.Series(dtype=float), {}
+    days, known = days[int(np.argmax(known)) :], known[int(np.argmax(known)) :]
+    total = pd.Series([float(totals.get(day, 0)) for day in days.date], index=days)
+    total[~known] = np.nan
+    table: dict[str, dict[pd.Timestamp, float]] = {}
+    for day, provider_id, service, amount in rows:
+        table.setdefault(f"{provider_id}:{service}", {})[pd.Timestamp(day)] = float(amount)
+    components = {}
+    for name, values in table.items():
+        series = pd.Series(values, dtype=float).reindex(days).fillna(0.0)
+        series[~known] = np.nan
+        components[name] = series
+    return total, components
+
+
+def _insufficient(available: int) -> None:
+    from infraaudit.errors import Unprocessable
+
+    raise Unprocessable(
+        f"a forecast needs at least {MIN_HISTORY_DAYS} complete days of history; "
+        f"this scope has {available}",
+        code="INSUFFICIENT_HISTORY",
+        details={"history_days_needed": MIN_HISTORY_DAYS, "history_days_available": available},
+    )
+
+
+class _FitLock:
+    """Serializes the first fit of one cache key across threads and processes: a
+    PostgreSQL session advisory lock, or elsewhere an entry added to the shared cache."""
+
+    def __init__(self, key: str):
+        import hashlib
+
+        from django.db import connection
+
+        self.key = key
+        self.connection = connection
+        self.lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+    def __enter__(self):
+        from django.core.cache import cache
+
+        if self.connection.vendor == "postgresql":
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_lock(%s)", [self.lock_id])
+            return self
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while not cache.add(f"{self.key}:lock", 1, LOCK_TIMEOUT) and time.monotonic() < deadline:
+            if cache.get(self.key) is not None:
+                break
+            time.sleep(LOCK_POLL)
+        return self
+
+    def __exit__(self, *exc):
+        from django.core.cache import cache
+
+        if self.connection.vendor == "postgresql":
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [self.lock_id])
+        else:
+            cache.delete(f"{self.key}:lock")
+        return False
+
+
+def _fitted(*, organization, provider, providers, last_day: date) -> _CachedFit:
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    from costs.selectors import cost_currency
+
+    key = _cache_key(organization, provider, providers, last_day)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    with _FitLock(key):
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+        history, components = _scope_history(
+            organization=organization, provider=provider, providers=providers, last_day=last_day
+        )
+        available = int(np.isfinite(history.to_numpy()).sum()) if len(history) else 0
+        if available < MIN_HISTORY_DAYS:
+            _insufficient(available)
+        currency = cost_currency(
+            organization=organization,
+            provider=provider,
+            start=history.index[0].date(),
+            end=last_day,
+        )
+        started = time.perf_counter()
+        fit = fit_forecast(history, components=components)
+        logger.info(
+            "forecast fitted for org %s scope %s in %.2fs",
+            organization.id, provider.id if provider else "all", time.perf_counter() - started,
+        )
+        cached = _CachedFit(fit=fit, currency=currency, generated_at=timezone.now())
+        cache.set(key, cached, CACHE_TIMEOUT)
+        return cached
+
+
+def cost_forecast(
+    *, organization, provider=None, days: int = 30, level: float = 0.8
+) -> ForecastResult:
+    """Forecast the scope's (organization total, or one ``provider``) spend for the
+    ``days`` days after the last complete billing day (yesterday, UTC).
+
+    History: complete days up to yesterday (today's partial day never counts); a day with
+    no records is a zero-spend day only where the provider's syncs covered it, otherwise
+    missing. One currency per forecast (422 naming them otherwise); fewer than
+    ``MIN_HISTORY_DAYS`` known days answers 422. The fit is cached per scope, data version
+    of its providers and day, and computed once even under concurrent first requests."""
+    from costs.selectors import scope_providers, utc_today
+
+    if days not in HORIZONS:
+        raise ValueError(f"days must be one of {HORIZONS}")
+    last_day = utc_today() - timedelta(days=1)
+    providers = scope_providers(organization=organization, provider=provider)
+    cached = _fitted(
+        organization=organization, provider=provider, providers=providers, last_day=last_day
+    )
+    forecast = forecast_from_fit(cached.fit, horizon=days, level=level)
+    return ForecastResult(
+        currency=cached.currency,
+        forecast_days=days,
+        interval_level=level,
+        history_days=forecast.history_days,
+        generated_at=cached.generated_at,
+        daily=[
+            DailyForecast(day, _money(amount), _money(lower), _money(upper))
+            for day, amount, lower, upper in zip(
+                forecast.days, forecast.amount, forecast.lower, forecast.upper, strict=True
+            )
+        ],
+        projected_total=_money(forecast.total),
+        total_low=_money(forecast.total_low),
+        total_high=_money(forecast.total_high),
+        calibration=forecast.calibration,
+    )
