@@ -8,3 +8,54 @@ def paths_without_trailing_slash(endpoints):
         (path.rstrip("/") or "/", path_regex, method, callback)
         for path, path_regex, method, callback in endpoints
     ]
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "The error format of every 4xx answer.",
+    "properties": {
+        "error": {"type": "string", "description": "A human message."},
+        "code": {"type": "string", "description": "A machine code, e.g. INVALID_PARAMETER."},
+        "details": {
+            "type": "object",
+            "description": "The offending parameter(s) and their messages.",
+            "additionalProperties": True,
+        },
+    },
+    "required": ["error", "code", "details"],
+}
+_DESCRIPTIONS = {
+    "400": "Bad parameter or body (details name them).",
+    "401": "Missing, invalid, revoked or expired API key.",
+    "403": "The key's role may not do this (viewers only read).",
+    "404": "No such object in the caller's organization.",
+    "409": "State conflict.",
+    "413": "The upload is larger than INFRAAUDIT_UPLOAD_MAX_BYTES.",
+    "422": "A valid request the data cannot answer (e.g. several currencies, too little history).",
+}
+# Paths whose data can make a valid request unanswerable.
+_UNPROCESSABLE = ("/costs/overview", "/costs/trend", "/costs/forecast", "/costs/sync", "/import")
+
+
+def error_responses(result, generator, request, public):
+    """Document the error format and the 4xx answers each operation can give."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            codes = ["401"]
+            if method in ("post", "put", "patch", "delete"):
+                codes.append("403")
+            query = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+            if "{" in path or "provider_id" in query or path.endswith("/costs/sync"):
+                codes.append("404")
+            if query or operation.get("requestBody"):
+                codes.append("400")
+            if path.endswith(_UNPROCESSABLE):
+                codes.append("422")
+            if path.endswith("/import"):
+                codes.append("413")
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(code, {"description": _DESCRIPTIONS[code], "content": ref})
+    return result

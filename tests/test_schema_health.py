@@ -173,3 +173,17 @@ def test_docs_render_from_local_static_files_not_a_cdn(client, path):
     for url in scripts:
         assert url.startswith("/static/"), url
         assert finders.find(url.removeprefix("/static/")), url
+
+
+def test_schema_documents_error_answers_with_the_error_format(schema):
+    assert schema["components"]["schemas"]["Error"]["required"] == ["error", "code", "details"]
+    trend = schema["paths"]["/api/v1/costs/trend"]["get"]["responses"]
+    assert {"400", "401", "404", "422"} <= set(trend)
+    assert trend["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    assert {"401", "403", "404", "409"} <= set(
+        schema["paths"]["/api/v1/costs/anomalies/{anomaly_id}/dismiss"]["post"]["responses"]
+    )
+    assert "413" in schema["paths"]["/api/v1/providers/{provider_id}/import"]["post"]["responses"]
+    assert "400" not in schema["paths"]["/api/v1/jobs/{job_id}"]["get"]["responses"]
+    forecast = {p["name"]: p for p in schema["paths"]["/api/v1/costs/forecast"]["get"]["parameters"]}
+    assert forecast["days"]["schema"]["enum"] == [30, 60, 90]
