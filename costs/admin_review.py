@@ -138,15 +138,14 @@ class AnomalyAdmin(admin.ModelAdmin):
     actions = ["dismiss_selected", "reopen_selected"]
     fieldsets = [
         (None, {"fields": ["organization", "provider", "series", "date", "severity", "status"]}),
-        ("Amounts", {"fields": ["actual_amount", "expected_amount", "expected_lower",
-                                "expected_upper", "impact_amount", "deviation_percent",
-                                "currency", "top_services_table"]}),
+        ("Amounts", {"fields": ["actual", "expected", "lower", "upper", "impact", "deviation",
+                                "top_services_table"]}),
         ("Review", {"fields": ["detected_at", "updated_at", "dismissed_at", "dismissed_by",
                                "dismiss_reason"]}),
     ]
     readonly_fields = ["organization", "provider", "series", "date", "severity", "status",
-                       "actual_amount", "expected_amount", "expected_lower", "expected_upper",
-                       "impact_amount", "deviation_percent", "currency", "top_services_table",
+                       "actual", "expected", "lower", "upper", "impact", "deviation",
+                       "top_services_table",
                        "detected_at", "updated_at", "dismissed_at", "dismissed_by",
                        "dismiss_reason"]
 
@@ -174,6 +173,10 @@ class AnomalyAdmin(admin.ModelAdmin):
     @admin.display(description="expected", ordering="expected_amount")
     def expected(self, obj):
         return _money(obj.expected_amount)
+
+    @admin.display(description="lower", ordering="expected_lower")
+    def lower(self, obj):
+        return _money(obj.expected_lower)
 
     @admin.display(description="upper", ordering="expected_upper")
     def upper(self, obj):
