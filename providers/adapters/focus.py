@@ -11,6 +11,13 @@ Where the files come from (``config.uri``):
   (or one inside the folder pointing elsewhere) is refused;
 * an uploaded file the server stored (``fetch_file``).
 
+Which files of a folder or prefix are read: only the latest delivery of each billing period
+(an export that keeps earlier runs next to the new one would otherwise be summed twice):
+AWS Data Exports manifests (``metadata/BILLING_PERIOD=YYYY-MM/*-Manifest.json``) and Azure
+run manifests (``YYYYMMDD-YYYYMMDD/<run>/manifest.json``) are followed; without one, the
+newest sub-folder of a period folder wins; files under no period folder are all read. The
+rule, its sources and its limits are in ``focus_discovery``; what was skipped is logged.
+
 How a file is read: one streaming polars query per file (``scan_csv``/``scan_parquet``,
 streaming engine) that keeps only the seven columns we use, parses them vectorised and
 sums them per (UTC day, service, region, account, currency) on the fly. Memory is bound by
@@ -37,7 +44,6 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 from django.conf import settings
 
+from providers.adapters import focus_discovery as discovery
 from providers.adapters.base import (
     GLOBAL_REGION,
     CostRow,
@@ -66,7 +73,6 @@ REQUIRED_COLUMNS = ("ChargePeriodStart", "BilledCost", "EffectiveCost", "Billing
                     "ServiceName")
 # Conditional in FOCUS: the column may be absent from some exports; absent means null.
 OPTIONAL_COLUMNS = ("RegionId", "SubAccountId")
-DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 NULL_LITERALS = ["", "NULL", "null", "Null"]
 UNKNOWN_SERVICE = "Unknown"
 # 20 integer digits, 18 decimals: exact for every amount a bill holds.
@@ -152,9 +158,7 @@ def _rows(table: pa.Table) -> Iterator[CostRow]:
 
 
 # -- locating files --------------------------------------------------------------------
-def _is_data_file(name: str) -> bool:
-    lower = name.lower()
-    return not lower.startswith((".", "_")) and lower.endswith(DATA_SUFFIXES)
+_is_data_file = discovery.is_data_file
 
 
 def _inside_root(value: str | Path) -> Path:
@@ -178,17 +182,26 @@ def _local_sources(uri: str) -> Iterator[_Source]:
         return
     if not target.is_dir():
         raise ProviderError(f"config.uri {uri!r} does not exist")
-    files = sorted(
-        Path(folder) / name
-        for folder, _dirs, names in os.walk(target)
-        for name in names
-        if _is_data_file(name)
-    )
-    if not files:
+    # Every file is checked, read or skipped: a symlink inside the folder may point out.
+    try:
+        data, manifests = discovery.local_listing(target, root, _inside_root)
+    except discovery.DiscoveryError as exc:
+        raise ProviderError(str(exc)) from None
+    if not data:
         raise ProviderError(f"no FOCUS files (.csv, .csv.gz, .parquet) under {uri}")
-    for file in files:
-        # Every file again: a symlink inside the folder may point out of the root.
-        yield _Source(_inside_root(file), _relative(file, root))
+    plan = _plan(data, manifests, lambda found: discovery.read_local_json(found, _inside_root),
+                 lambda found: "/".join(found.parts))
+    for found in plan.files:
+        # Again at read time: the folder may have changed since it was listed.
+        yield _Source(_inside_root(found.ref), "/".join(found.parts))
+
+
+def _plan(data: list[discovery.Found], manifests: list[discovery.Found],
+          read_json: Any, label: Any) -> discovery.Plan:
+    try:
+        return discovery.choose(data, manifests, read_json, label)
+    except discovery.DiscoveryError as exc:
+        raise ProviderError(str(exc)) from None
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -251,18 +264,15 @@ def _s3_sources(provider: ProviderSnapshot, uri: str) -> Iterator[_Source]:
         if prefix and not prefix.endswith("/") and _is_data_file(prefix.rsplit("/", 1)[-1]):
             keys = [prefix]
         else:
-            keys = sorted(
-                item["Key"]
-                for page in client.get_paginator("list_objects_v2").paginate(
-                    Bucket=bucket, Prefix=prefix
-                )
-                for item in page.get("Contents", [])
-                if _is_data_file(item["Key"].rsplit("/", 1)[-1])
-            )
+            data, manifests = discovery.s3_listing(client, bucket, prefix)
+            if not data:
+                raise ProviderError(f"no FOCUS files (.csv, .csv.gz, .parquet) under {uri}")
+            plan = _plan(data, manifests,
+                         lambda found: discovery.read_s3_json(found, client, bucket),
+                         lambda found: f"s3://{bucket}/{found.ref}")
+            keys = [found.ref for found in plan.files]
     except (ClientError, BotoCoreError) as exc:
         raise _s3_error(exc, uri) from None
-    if not keys:
-        raise ProviderError(f"no FOCUS files (.csv, .csv.gz, .parquet) under {uri}")
     with tempfile.TemporaryDirectory(prefix="focus-s3-") as folder:
         for number, key in enumerate(keys):
             local = Path(folder) / f"{number}-{key.rsplit('/', 1)[-1]}"

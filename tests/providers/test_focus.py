@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
+import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -464,3 +466,267 @@ def test_focus_empty_or_corrupt_file_fails_clearly(root, name, content, problem)
     with pytest.raises(ProviderError) as info:
         read(str(root / name))
     assert str(info.value).startswith(problem)
+
+
+# -- latest delivery of each billing period (re-delivered periods are not summed twice) --
+NOW = 1_727_000_000  # a fixed POSIX time; deliveries are dated relative to it
+EXPORT = "focus-export"
+
+
+def write_parquet(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({key: [item[key] for item in rows] for key in HEADER}), path)
+    return path
+
+
+def dated(folder: Path, seconds: int) -> None:
+    """Set the mtime of every file under ``folder`` (deliveries are told apart by it)."""
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_file():
+            os.utime(path, (NOW + seconds, NOW + seconds))
+
+
+def write_json(path: Path, content: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content))
+    return path
+
+
+def aws_manifest(period: str, *files: str, bucket: str = "billing-exports") -> dict:
+    """An AWS Data Exports manifest: ``dataFiles`` are S3 URIs of the original bucket."""
+    return {
+        "exportArn": "arn:aws:bcm-data-exports:us-east-1:111:export/x",
+        "exportName": EXPORT,
+        "billingPeriod": {"start": f"{period}-01T00:00:00Z"},
+        "dataFiles": [f"s3://{bucket}/cur/{EXPORT}/data/BILLING_PERIOD={period}/{name}"
+                      for name in files],
+        "additionalOutputFiles": [],
+    }
+
+
+def azure_manifest(prefix: str, run: str, parts: list[str], submitted: str | None) -> dict:
+    content = {
+        "manifestVersion": "2024-04-01",
+        "exportConfig": {"exportName": "focus-daily", "type": "FocusCost", "dataVersion": "1.0"},
+        "blobs": [{"blobName": f"{prefix}/{run}/{part}", "dataRowCount": 1} for part in parts],
+    }
+    if submitted:
+        content["runInfo"] = {"runId": run, "submittedTime": submitted}
+    return content
+
+
+def by_day(totals: dict) -> dict:
+    days: dict = {}
+    for key, (billed, _effective) in totals.items():
+        days[key[0]] = days.get(key[0], Decimal(0)) + billed
+    return days
+
+
+def test_focus_delivery_aws_manifest_reads_only_the_files_it_lists(root, caplog):
+    export = root / "cur" / EXPORT
+    period = export / "data" / "BILLING_PERIOD=2024-09"
+    # First delivery: the whole month so far.
+    write_parquet(period / "exec-1" / f"{EXPORT}-00001.snappy.parquet",
+                  [row("2024-09-01T00:00:00Z", "10"), row("2024-09-02T00:00:00Z", "20")])
+    # Re-delivery of the same period, in two parts; the manifest lists only these.
+    write_parquet(period / "exec-2" / f"{EXPORT}-00001.snappy.parquet",
+                  [row("2024-09-01T00:00:00Z", "11.5")])
+    write_csv(period / "exec-2" / f"{EXPORT}-00002.csv.gz", [row("2024-09-02T03:00:00Z", "21.25")])
+    dated(period / "exec-2", 0)
+    dated(period / "exec-1", 3600)  # the old folder touched later: the manifest still decides
+    write_json(export / "metadata" / "BILLING_PERIOD=2024-09" / f"{EXPORT}-Manifest.json",
+               aws_manifest("2024-09", f"exec-2/{EXPORT}-00001.snappy.parquet",
+                            f"exec-2/{EXPORT}-00002.csv.gz"))
+    # Another period with one delivery and no manifest: read as it is.
+    write_csv(export / "data" / "BILLING_PERIOD=2024-08" / "exec-0" / "a.csv",
+              [row("2024-08-31T00:00:00Z", "5")])
+    caplog.set_level("INFO", logger="providers.adapters.focus_discovery")
+
+    totals, stats = read(str(root / "cur"))
+
+    assert by_day(totals) == {date(2024, 8, 31): Decimal("5"), date(2024, 9, 1): Decimal("11.5"),
+                              date(2024, 9, 2): Decimal("21.25")}
+    assert (stats.rows_read, stats.date_from, stats.date_to) == (3, date(2024, 8, 31),
+                                                                date(2024, 9, 2))
+    assert "skipped 1 other file(s) in cur/focus-export/data/BILLING_PERIOD=2024-09/exec-1" in (
+        caplog.text)
+
+
+def test_focus_delivery_aws_manifest_listing_a_missing_file_fails(root):
+    export = root / "cur" / EXPORT
+    write_csv(export / "data" / "BILLING_PERIOD=2024-09" / "exec-1" / "a.csv", [row()])
+    write_json(export / "metadata" / "BILLING_PERIOD=2024-09" / f"{EXPORT}-Manifest.json",
+               aws_manifest("2024-09", "exec-2/b.csv"))
+    with pytest.raises(ProviderError, match=r"lists 1 data file\(s\) that are not there"):
+        read(str(export))
+    (export / "metadata" / "BILLING_PERIOD=2024-09" / f"{EXPORT}-Manifest.json").write_text("{")
+    with pytest.raises(ProviderError, match="manifest is not valid JSON"):
+        read(str(export))
+
+
+def test_focus_delivery_aws_without_manifest_reads_the_newest_execution_folder(root, caplog):
+    period = root / "cur" / EXPORT / "data" / "BILLING_PERIOD=2024-09"
+    # The older delivery holds a day the newer one dropped, and a file that would not even
+    # parse: it must be neither counted nor opened.
+    write_csv(period / "run-b" / f"{EXPORT}-00001.csv.gz",
+              [row("2024-09-01T00:00:00Z", "100"), row("2024-09-30T00:00:00Z", "100")])
+    (period / "run-b" / f"{EXPORT}-00002.csv").write_text("not,a\nfocus,file,at all\n")
+    write_csv(period / "run-a" / f"{EXPORT}-00001.csv.gz", [row("2024-09-01T00:00:00Z", "1.01")])
+    write_csv(period / "run-a" / f"{EXPORT}-00002.csv.gz", [row("2024-09-02T00:00:00Z", "2.02")])
+    dated(period / "run-b", 0)
+    dated(period / "run-a", 60)  # newer by mtime, though its name sorts first
+    caplog.set_level("INFO", logger="providers.adapters.focus_discovery")
+
+    totals, stats = read(str(root / "cur"))
+
+    assert by_day(totals) == {date(2024, 9, 1): Decimal("1.01"), date(2024, 9, 2): Decimal("2.02")}
+    assert (stats.rows_read, stats.date_from, stats.date_to) == (2, date(2024, 9, 1),
+                                                                date(2024, 9, 2))
+    assert "read the newest delivery run-a" in caplog.text
+    assert "skipped 2 other file(s) in cur/focus-export/data/BILLING_PERIOD=2024-09/run-b" in (
+        caplog.text)
+
+
+def test_focus_delivery_direct_files_compete_with_subfolders(root):
+    period = root / "exports" / "BILLING_PERIOD=2024-09"
+    write_csv(period / "part-1.csv", [row(billed="3")])  # an old overwrite-mode delivery
+    write_csv(period / "2024-10-02T00:00:00.000Z-abc" / "part-1.csv", [row(billed="4")])
+    dated(period, 0)
+    dated(period / "2024-10-02T00:00:00.000Z-abc", 10)
+    assert by_day(read(str(root / "exports"))[0]) == {date(2024, 9, 1): Decimal("4")}
+    os.utime(period / "part-1.csv", (NOW + 20, NOW + 20))  # now the direct file is the newest
+    assert by_day(read(str(root / "exports"))[0]) == {date(2024, 9, 1): Decimal("3")}
+
+
+def test_focus_delivery_azure_runs_read_only_the_newest_manifest(root, caplog):
+    prefix = "costs/focus-daily/20240901-20240930"
+    period = root / prefix
+    old, new, unfinished = ("0b7c8b3e-0000-0000-0000-000000000001",
+                            "9f1d2c4a-0000-0000-0000-000000000002",
+                            "ffffffff-0000-0000-0000-000000000003")
+    write_parquet(period / old / "part_0_0001.parquet",
+                  [row("2024-09-01T00:00:00Z", "50"), row("2024-09-02T00:00:00Z", "50")])
+    write_json(period / old / "manifest.json",
+               azure_manifest(prefix, old, ["part_0_0001.parquet"], "2024-10-01T06:00:00.1234567Z"))
+    write_csv(period / new / "part_0_0001.csv.gz", [row("2024-09-01T00:00:00Z", "0.0000000001")])
+    write_csv(period / new / "part_1_0001.csv.gz", [row("2024-09-02T00:00:00Z", "-2.5"),
+                                                   row("2024-09-03T00:00:00Z", "7")])
+    write_csv(period / new / "stray-not-listed.csv", [row(billed="999")])
+    write_json(period / new / "manifest.json",
+               azure_manifest(prefix, new, ["part_0_0001.csv.gz", "part_1_0001.csv.gz"],
+                              "2024-10-02T06:00:00Z"))
+    # A run still being written (no manifest yet) is newer by mtime but not a delivery.
+    write_csv(period / unfinished / "part_0_0001.csv", [row(billed="1000")])
+    dated(period / new, 0)
+    dated(period / old, 100)  # the older run's manifest was touched later: its timestamp wins
+    dated(period / unfinished, 200)
+    caplog.set_level("INFO", logger="providers.adapters.focus_discovery")
+
+    totals, stats = read(str(root / "costs"))
+
+    assert by_day(totals) == {date(2024, 9, 1): Decimal("0.0000000001"),
+                              date(2024, 9, 2): Decimal("-2.5"), date(2024, 9, 3): Decimal("7")}
+    assert (stats.rows_read, stats.date_from, stats.date_to) == (3, date(2024, 9, 1),
+                                                                date(2024, 9, 3))
+    assert f"read run {new}" in caplog.text
+    assert "skipped 3 other file(s)" in caplog.text
+
+
+def test_focus_delivery_azure_manifest_without_timestamp_or_blobs_uses_mtime(root):
+    period = root / "costs" / "20240901-20240930"
+    for run, billed, seconds in (("run-1", "1", 50), ("run-2", "2", 0)):
+        write_csv(period / run / "part_0_0001.csv", [row(billed=billed)])
+        write_json(period / run / "manifest.json", {"exportConfig": {"type": "FocusCost"}})
+        dated(period / run, seconds)
+    assert by_day(read(str(root / "costs"))[0]) == {date(2024, 9, 1): Decimal("1")}
+
+
+def test_focus_delivery_plain_folder_reads_every_file(root, caplog):
+    folder = root / "uploads"
+    write_csv(folder / "team-a" / "2024-09.csv", [row("2024-09-01T00:00:00Z", "1.1")])
+    write_csv(folder / "team-a" / "2024-09-again.csv", [row("2024-09-01T00:00:00Z", "2.2")])
+    write_csv(folder / "team-b" / "x" / "old.csv.gz", [row("2024-09-02T00:00:00Z", "3.3")])
+    write_parquet(folder / "top.parquet", [row("2024-09-03T00:00:00Z", "4.4")])
+    dated(folder / "team-b", 500)
+    caplog.set_level("INFO", logger="providers.adapters.focus_discovery")
+
+    totals, stats = read(str(folder))
+
+    assert by_day(totals) == {date(2024, 9, 1): Decimal("3.3"), date(2024, 9, 2): Decimal("3.3"),
+                              date(2024, 9, 3): Decimal("4.4")}
+    assert stats.rows_read == 4
+    assert "skipped" not in caplog.text
+
+
+def test_focus_delivery_uri_inside_one_delivery_reads_it(root):
+    period = root / "cur" / EXPORT / "data" / "BILLING_PERIOD=2024-09"
+    write_csv(period / "exec-1" / "a.csv", [row(billed="1")])
+    write_csv(period / "exec-2" / "a.csv", [row(billed="2")])
+    dated(period / "exec-2", 10)
+    assert by_day(read(str(period / "exec-1"))[0]) == {date(2024, 9, 1): Decimal("1")}
+
+
+class _Recording:
+    """The moto client, recording which objects are downloaded."""
+
+    def __init__(self, client):
+        self.client = client
+        self.downloaded: list[str] = []
+
+    def download_file(self, bucket, key, filename):
+        self.downloaded.append(key)
+        return self.client.download_file(bucket, key, filename)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_focus_delivery_s3_aws_and_azure_layouts(bucket, tmp_path, monkeypatch):
+    import providers.adapters.focus as focus
+
+    data = f"cur/{EXPORT}/data/BILLING_PERIOD=2024-09"
+    _put_csv(bucket, f"{data}/20241001T000000Z-1/{EXPORT}-00001.csv.gz",
+             [row("2024-09-01T00:00:00Z", "40")], tmp_path)
+    _put_csv(bucket, f"{data}/20241002T000000Z-2/{EXPORT}-00001.csv.gz",
+             [row("2024-09-01T00:00:00Z", "4.25")], tmp_path)
+    bucket.put_object(
+        Bucket="billing-exports", Key=f"cur/{EXPORT}/metadata/BILLING_PERIOD=2024-09/"
+        f"{EXPORT}-Manifest.json",
+        Body=json.dumps(aws_manifest("2024-09", f"20241002T000000Z-2/{EXPORT}-00001.csv.gz")),
+    )
+    azure = "cur/azure/focus-daily/20240801-20240831"
+    for run, billed, submitted in (("run-new", "8.5", "2024-09-02T00:00:00Z"),
+                                   ("run-old", "80", "2024-09-01T00:00:00Z")):
+        _put_csv(bucket, f"{azure}/{run}/part_0_0001.csv", [row("2024-08-30T00:00:00Z", billed)],
+                 tmp_path)
+        bucket.put_object(Bucket="billing-exports", Key=f"{azure}/{run}/manifest.json",
+                          Body=json.dumps(azure_manifest(azure, run, ["part_0_0001.csv"],
+                                                         submitted)))
+    recording = _Recording(focus._s3_client(adapter(credentials=KEYS).provider))
+    monkeypatch.setattr(focus, "_s3_client", lambda provider: recording)
+
+    totals, stats = read("s3://billing-exports/cur/", credentials=KEYS)
+
+    assert by_day(totals) == {date(2024, 8, 30): Decimal("8.5"), date(2024, 9, 1): Decimal("4.25")}
+    assert (stats.rows_read, stats.date_from, stats.date_to) == (2, date(2024, 8, 30),
+                                                                date(2024, 9, 1))
+    # Skipped deliveries are never downloaded.
+    assert sorted(recording.downloaded) == [
+        f"{azure}/run-new/part_0_0001.csv", f"{data}/20241002T000000Z-2/{EXPORT}-00001.csv.gz",
+    ]
+
+
+def test_focus_delivery_s3_without_manifest_reads_the_newest_folder(bucket, tmp_path):
+    data = f"cur/{EXPORT}/data/BILLING_PERIOD=2024-09"
+    _put_csv(bucket, f"{data}/2024-10-01T00:00:00.000Z-a/part.csv", [row(billed="1")], tmp_path)
+    _put_csv(bucket, f"{data}/2024-10-02T00:00:00.000Z-b/part.csv", [row(billed="2")], tmp_path)
+    totals, _ = read(f"s3://billing-exports/{data}/", credentials=KEYS)
+    assert by_day(totals) == {date(2024, 9, 1): Decimal("2")}
+
+
+def test_focus_delivery_broken_symlink_in_folder_fails_clearly(root):
+    folder = root / "exports"
+    write_csv(folder / "ok.csv", [row()])
+    (folder / "gone.csv").symlink_to(folder / "nowhere.csv")
+    with pytest.raises(ProviderError, match=r"exports/gone\.csv: cannot be read"):
+        read(str(folder))
