@@ -244,7 +244,7 @@ def anomaly_list(
     return qs.select_related("provider", "dismissed_by").order_by("-date", "-impact_amount", "-id")
 
 
-# Reads for forecasts (costs/services/forecast.py).
+# Reads for forecasts (costs/services/forecast/).
 
 
 def daily_component_totals(
