@@ -5,7 +5,7 @@
 Each scenario type is generated at several seeds with ``costs.demo.generate`` (no random
 spikes of its own), aggregated to daily series per (provider, service), and labelled
 events are injected on top. The detector (``costs.services.anomalies.detect_arrays``,
-the same code the service runs) judges every day from the 85th on with the default
+the same code the service runs) judges every day from the 120th on with the default
 thresholds. Scoring is per event:
 
 * a spike is one (series, day); it is found when that day is flagged;
