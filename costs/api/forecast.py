@@ -69,11 +69,12 @@ ForecastResponse = inline_serializer(
                     help_text="Calibrated daily width / the simulated (normal) width."
                 ),
                 "total_scale": serializers.FloatField(
-                    help_text="Calibrated total width / the simulated (normal) width."
+                    help_text="Calibrated / simulated (normal) width of the total's "
+                    "interval, in log space."
                 ),
                 "level_error": serializers.FloatField(
-                    help_text="Relative error of the forecast level found by the backtests, "
-                    "added to the simulated spread of the total."
+                    help_text="Relative error of the forecast level found by the backtests "
+                    "(sd of the log ratio), added to the simulated spread of the total."
                 ),
                 "recurring_charges": serializers.IntegerField(
                     help_text="Fixed-day monthly charges forecast on their day."

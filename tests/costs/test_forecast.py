@@ -15,8 +15,15 @@ from django.core.cache import cache
 from django.db import connection
 
 from costs.models import CostRecord
-from costs.services.forecast import service as forecast_service
 from costs.services.forecast import cost_forecast, forecast_series
+from costs.services.forecast import model as forecast_model
+from costs.services.forecast import service as forecast_service
+from costs.services.forecast.calibration import (
+    Calibration,
+    TotalSpread,
+    fit_total_spread,
+    t_quantile,
+)
 from costs.services.sync import replace_window
 from tests.factories import ProviderFactory
 
@@ -246,6 +253,50 @@ def test_forecast_series_never_goes_below_zero_on_a_decline():
     assert (result.amount >= result.lower).all()
     assert (result.upper >= result.amount).all()
     assert result.total_low >= 0
+
+
+def test_forecast_total_spread_recovers_scale_and_level_error():
+    # Backtest totals whose log errors have sd sqrt((1.5 s)^2 + 0.04^2): the fit finds
+    # both parts, and the t quantile widens the interval for the few origins.
+    rng = np.random.default_rng(3)
+    origins, days = np.repeat(np.arange(40), 12), np.tile(np.arange(7, 85, 7), 40)
+    sim_sd = 0.002 * np.sqrt(days)
+    ratio = rng.normal(0, np.sqrt((1.5 * sim_sd) ** 2 + 0.04**2))
+    spread = fit_total_spread(np.column_stack([origins, days, ratio, sim_sd]))
+    assert 1.2 < spread.kappa < 1.9
+    assert 0.03 < spread.tau < 0.05
+    assert spread.dof == 39
+    few = TotalSpread(spread.kappa, spread.tau, dof=4)
+    assert few.log_half_width(0.01, 0.8) > spread.log_half_width(0.01, 0.8)
+
+
+def test_forecast_calibration_uses_the_configured_origins_and_subsets_them():
+    # Two years of history: all CALIBRATION_ORIGINS leads fit; a short history gets fewer.
+    leads = forecast_model._calibration_leads(730)
+    assert len(leads) == forecast_model.CALIBRATION_ORIGINS
+    assert leads == list(forecast_model.CALIBRATION_LEADS[: len(leads)])
+    assert len(forecast_model._calibration_leads(200)) < forecast_model.CALIBRATION_ORIGINS
+    # first(k) keeps exactly the scores of the first k origins (the tuning comparison).
+    daily = np.array([(step, 0.1 * step, origin) for origin in (1, 2, 3) for step in (1, 2)])
+    total = np.array([(origin, 7, 0.01, 0.02) for origin in (1, 2, 3)])
+    first = Calibration(3, daily, total).first(2)
+    assert first.origins == 2
+    assert set(first.daily[:, 2]) == {1, 2} and set(first.total[:, 0]) == {1, 2}
+    assert Calibration(3, daily, total).first(16).origins == 3
+
+
+def test_forecast_stan_data_is_written_with_ujson():
+    # cmdstanpy writes each fit's data through stanio; without ujson that is the slow
+    # pure-Python encoder (a fifth of a calibration fit). ujson is a declared dependency.
+    from stanio import json as stan_json
+
+    assert stan_json.UJSON_AVAILABLE
+
+
+def test_forecast_t_quantile_is_close_to_the_exact_values():
+    # Exact Student t 90% quantiles for 1, 4 and 30 degrees of freedom.
+    for dof, exact in ((1, 3.0777), (4, 1.5332), (30, 1.3104)):
+        assert abs(t_quantile(0.9, dof) - exact) / exact < 0.04
 
 
 # --- currencies and tenancy ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Rolling-origin backtests of the cost forecast against two baselines, and its speed.
 
     python manage.py backtest_forecast [--seeds 1 2 3] [--origins 30] [--spacing 10]
+                                       [--offset 0] [--calibration-origins 8 12 16]
                                        [--peyton PATH] [--jobs 2] [--skip-speed]
 
 Datasets: the demo generator (``costs.demo``) at each seed, 1,100 days, forecast from
@@ -8,8 +9,8 @@ its (provider, service) components like the service does; and, when the file is 
 Prophet's Peyton Manning series (``../shared/data/wp-log-peyton-manning.csv``) turned
 into a spend-like series with exp(y) (real data: yearly seasons, regime changes, gaps).
 
-From each origin (the last one 90 days before the end, then every ``--spacing`` days
-back) the model sees only the days up to the origin, exactly as in production
+From each origin (the last one 90 + ``--offset`` days before the end, then every
+``--spacing`` days back) the model sees only the days up to the origin, exactly as in production
 (``fit_forecast`` with its own inner calibration backtests), and is scored on the next
 30, 60 and 90 days, with two baselines on the same origins:
 
@@ -21,18 +22,30 @@ back) the model sees only the days up to the origin, exactly as in production
 
 Columns: MAPE of daily amounts (days with spend), mean absolute error of the projected
 total, empirical coverage of the daily bands and of the total's band (origins whose
-holdout has no missing day), against each method's nominal level.
+holdout has no missing day), against each method's nominal level, each with its
+binomial standard error sqrt(p (1 - p) / n). That SE treats the n origins (days) as
+independent draws; neighbouring origins share most of their holdout and calibration
+history, so the real uncertainty is larger.
 
-Speed (unless ``--skip-speed``): the demo's three providers with 730 days of history in
-this database, the first forecast of the organization (fit and calibration) and cached
-forecasts, through the service and through the HTTP API.
+Tuning mode: ``--calibration-origins 8 12 16`` fits each origin once with the most
+calibration origins listed and scores the model with only the first k of them
+(``Calibration.first``), one "model, k origins" row per k; without it the model runs
+with ``model.CALIBRATION_ORIGINS``.
+
+Speed (unless ``--skip-speed``; ``--origins 0`` runs only this part): the demo's three
+providers with 730 days of history in this database, the first forecast of the
+organization (fit and calibration, 3 times with the cache cleared) and cached
+forecasts, through the service and through the HTTP API. Measure with the load average
+under 0.5: on 2 cores, anything else running shows up directly in the first forecast.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import statistics
 import time
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -44,6 +57,7 @@ from django.db import connections
 
 from costs.demo import generate
 from costs.services.forecast import model
+from costs.services.forecast.calibration import normal_quantile
 
 HORIZONS = (30, 60, 90)
 DEMO_DAYS = 1100
@@ -51,8 +65,10 @@ DEMO_END = date(2025, 6, 30)
 PEYTON = Path(settings.BASE_DIR).parent / "shared" / "data" / "wp-log-peyton-manning.csv"
 LEVEL = 0.8
 KOKU_LEVEL = 0.95
+FIRST_REPEATS = 3
 
 _DATASETS: dict[str, tuple[pd.Series, dict[str, pd.Series] | None]] = {}
+_COMPARE: list[int] = []  # calibration origin counts to compare (tuning mode)
 
 
 # -- datasets ----------------------------------------------------------------------------
@@ -82,7 +98,7 @@ def peyton_dataset(path: Path):
 
 def _t_quantile(p: float, dof: int) -> float:
     """Student t quantile (Cornish-Fisher expansion around the normal; fine for dof > 5)."""
-    z = model._normal_quantile(p)
+    z = normal_quantile(p)
     return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
 
 
@@ -97,7 +113,7 @@ def seasonal_naive(history: pd.Series, horizon: int, level: float = LEVEL):
     diffs = (history - history.shift(7)).iloc[-365:].dropna()
     sigma = float(diffs.std()) if len(diffs) > 1 else 0.0
     steps = np.arange(horizon) // 7 + 1
-    half = model._normal_quantile(0.5 + level / 2) * sigma * np.sqrt(steps)
+    half = normal_quantile(0.5 + level / 2) * sigma * np.sqrt(steps)
     lower, upper = np.clip(point - half, 0, None), point + half
     return point, lower, upper, lower.sum(), upper.sum()
 
@@ -147,24 +163,36 @@ def backtest_origin(task: tuple[str, str]) -> tuple[str, dict, float]:
     history = series.loc[:cut]
     parts = {key: part.loc[:cut] for key, part in components.items()} if components else None
     started = time.perf_counter()
-    fit = model.fit_forecast(history, components=parts)
+    fit = model.fit_forecast(
+        history, components=parts, calibration_origins=max(_COMPARE) if _COMPARE else None
+    )
     elapsed = time.perf_counter() - started
+    fits = {"model": fit} if not _COMPARE else {
+        f"model, {k} origins": replace(fit, calibration=fit.calibration.first(k))
+        for k in _COMPARE
+    }
     result: dict = {}
     for horizon in HORIZONS:
         actual = series.loc[cut + pd.Timedelta(days=1) : cut + pd.Timedelta(days=horizon)]
         actual = actual.to_numpy()
-        ours = model.forecast_from_fit(fit, horizon=horizon, level=LEVEL)
-        result[horizon] = {
-            "model": _score(
+        result[horizon] = {}
+        for method, one in fits.items():
+            ours = model.forecast_from_fit(one, horizon=horizon, level=LEVEL)
+            result[horizon][method] = _score(
                 actual, ours.amount, ours.lower, ours.upper, ours.total_low, ours.total_high
-            ),
-            "seasonal naive": _score(actual, *seasonal_naive(history, horizon)),
-            "Koku linear": _score(actual, *koku_linear(history, horizon)),
-        }
+            )
+        result[horizon]["seasonal naive"] = _score(actual, *seasonal_naive(history, horizon))
+        result[horizon]["Koku linear"] = _score(actual, *koku_linear(history, horizon))
     return name, result, elapsed
 
 
-NOMINAL = {"model": LEVEL, "seasonal naive": LEVEL, "Koku linear": KOKU_LEVEL}
+NOMINAL = {"seasonal naive": LEVEL, "Koku linear": KOKU_LEVEL}  # the model's: LEVEL
+
+
+def _coverage(hits: list) -> str:
+    """Coverage in percent with its binomial standard error in points."""
+    p = float(np.mean(hits))
+    return f"{100 * p:.1f}% ± {100 * np.sqrt(p * (1 - p) / len(hits)):.1f}"
 
 
 def _table(rows: list[tuple[str, dict]]) -> list[str]:
@@ -175,13 +203,13 @@ def _table(rows: list[tuple[str, dict]]) -> list[str]:
     for name, by_horizon in rows:
         for horizon in HORIZONS:
             for method, acc in by_horizon[horizon].items():
-                nominal = f"{NOMINAL[method]:.0%}"
+                nominal = f"{NOMINAL.get(method, LEVEL):.0%}"
                 lines.append(
                     f"| {name} | {horizon} | {method} "
                     f"| {100 * np.mean(acc['ape']):.2f}% "
                     f"| {100 * np.mean(acc['total_error']):.2f}% "
-                    f"| {100 * np.mean(acc['covered']):.1f}% of {nominal} "
-                    f"| {100 * np.mean(acc['total_covered']):.1f}% of {nominal} "
+                    f"| {_coverage(acc['covered'])} of {nominal} "
+                    f"| {_coverage(acc['total_covered'])} of {nominal} "
                     f"(n={len(acc['total_covered'])}) |"
                 )
     return lines
@@ -203,23 +231,20 @@ def _accumulate(target: dict, result: dict) -> None:
 # -- speed -------------------------------------------------------------------------------
 
 
-def _speed(stdout) -> list[str]:
-    from django.core.cache import cache
-    from django.test import Client
-
+def _speed_scope(stdout):
+    """The demo's three providers with 730 days of history up to yesterday, in the
+    database as a sync would leave them; returns (membership, providers by name)."""
     from accounts.models import Membership
-    from accounts.services import api_key_create, membership_ensure
+    from accounts.services import membership_ensure
     from costs.models import CostRecord
     from costs.selectors import utc_today
-    from costs.services.forecast import cost_forecast
     from providers.models import Provider
 
     membership = membership_ensure(
         org_name="bench-forecast", username="bench-forecast", role=Membership.Role.ADMIN
     )
     org = membership.organization
-    yesterday = utc_today() - timedelta(days=1)
-    dataset = generate(seed=7, days=730, end=yesterday)
+    dataset = generate(seed=7, days=730, end=utc_today() - timedelta(days=1))
     CostRecord.objects.filter(organization=org).delete()
     providers = {}
     for spec_name in sorted({row.provider for row in dataset.rows}):
@@ -243,45 +268,79 @@ def _speed(stdout) -> list[str]:
         batch_size=5000,
     )
     stdout.write(f"speed: {len(dataset.rows)} records, 3 providers, 730 days of history")
+    return membership, providers
 
+
+def _timed(call) -> float:
     started = time.perf_counter()
-    model._prophet_class()
-    import_seconds = time.perf_counter() - started
-    cache.clear()
-    fits_before = model.FIT_COUNTER["fits"]
-    started = time.perf_counter()
-    cost_forecast(organization=org, days=30)
-    first = time.perf_counter() - started
-    fits = model.FIT_COUNTER["fits"] - fits_before
-    cached = []
-    for days in (30, 60, 90) * 7:
-        started = time.perf_counter()
-        cost_forecast(organization=org, days=days)
-        cached.append(time.perf_counter() - started)
+    call()
+    return time.perf_counter() - started
+
+
+def _first_forecasts(org) -> tuple[list[float], int]:
+    """First forecasts of the organization (the cache cleared before each) and the
+    Prophet fits one of them takes."""
+    from django.core.cache import cache
+
+    from costs.services.forecast import cost_forecast
+
+    firsts, fits = [], 0
+    for _ in range(FIRST_REPEATS):
+        cache.clear()
+        fits_before = model.FIT_COUNTER["fits"]
+        firsts.append(_timed(lambda: cost_forecast(organization=org, days=30)))
+        fits = model.FIT_COUNTER["fits"] - fits_before
+    return firsts, fits
+
+
+def _http_forecasts(membership) -> tuple[float, list[float]]:
+    """The process's first (warm-up) request and 21 cached ones through the API."""
+    from django.test import Client
+
+    from accounts.services import api_key_create
 
     _, raw_key = api_key_create(membership=membership, name="bench")
     client = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}", HTTP_HOST="localhost")
-    http = []
-    for days in (30, 60, 90) * 7:
-        started = time.perf_counter()
+
+    def get(days):
         response = client.get(f"/api/v1/costs/forecast?days={days}")
-        http.append(time.perf_counter() - started)
         assert response.status_code == 200, response.content
+
+    warm_up = _timed(lambda: get(30))  # loads the URL conf and middleware
+    return warm_up, [_timed(lambda d=days: get(d)) for days in (30, 60, 90) * 7]
+
+
+def _speed(stdout) -> list[str]:
+    """Speed rows: first and cached forecasts of a 2-year organization scope."""
+    from costs.services.forecast import cost_forecast
+
+    membership, providers = _speed_scope(stdout)
+    org = membership.organization
+    import_seconds = _timed(model._prophet_class)
+    load = os.getloadavg()[0]
+    firsts, fits = _first_forecasts(org)
+    cached = [_timed(lambda d=days: cost_forecast(organization=org, days=d))
+              for days in (30, 60, 90) * 7]
+    warm_up, http = _http_forecasts(membership)
     one_provider = next(iter(providers.values()))
-    started = time.perf_counter()
-    cost_forecast(organization=org, provider=one_provider, days=30)
-    first_provider = time.perf_counter() - started
+    first_provider = _timed(
+        lambda: cost_forecast(organization=org, provider=one_provider, days=30)
+    )
     return [
         "| measurement | time |",
         "|---|---|",
         f"| Prophet import and model load (once per process) | {import_seconds:.2f} s |",
-        f"| first forecast, organization (3 providers, 730 days, {fits} Prophet fits) "
-        f"| {first:.2f} s |",
+        f"| first forecast, organization (3 providers, 730 days, {fits} Prophet fits), "
+        f"median / max of {len(firsts)}, load average {load:.2f} at the start "
+        f"| {statistics.median(firsts):.2f} s / {max(firsts):.2f} s "
+        f"({', '.join(f'{t:.2f}' for t in firsts)}) |",
         f"| first forecast, one provider | {first_provider:.2f} s |",
         f"| cached forecast, service (median of {len(cached)}) "
         f"| {1000 * statistics.median(cached):.1f} ms |",
         f"| cached forecast, HTTP GET /api/v1/costs/forecast (median / max of {len(http)}) "
         f"| {1000 * statistics.median(http):.1f} ms / {1000 * max(http):.1f} ms |",
+        f"| the process's first HTTP request (loads URL conf and middleware, cached fit) "
+        f"| {1000 * warm_up:.1f} ms |",
     ]
 
 
@@ -295,12 +354,21 @@ class Command(BaseCommand):
         parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
         parser.add_argument("--origins", type=int, default=30, help="origins per dataset")
         parser.add_argument("--spacing", type=int, default=10, help="days between origins")
+        parser.add_argument(
+            "--offset", type=int, default=0, help="extra days between the last origin and the end"
+        )
+        parser.add_argument(
+            "--calibration-origins", type=int, nargs="+", default=[],
+            help="tuning mode: compare the model with these numbers of calibration origins",
+        )
         parser.add_argument("--peyton", type=Path, default=PEYTON)
         parser.add_argument("--jobs", type=int, default=2)
         parser.add_argument("--skip-speed", action="store_true")
 
-    def handle(self, *args, seeds, origins, spacing, peyton, jobs, skip_speed, **options):
+    def handle(self, *args, seeds, origins, spacing, offset, calibration_origins, peyton, jobs,
+               skip_speed, **options):
         started = time.perf_counter()
+        _COMPARE[:] = sorted(calibration_origins)
         for seed in seeds:
             _DATASETS[f"demo seed {seed}"] = demo_dataset(seed)
         if peyton.exists():
@@ -309,9 +377,15 @@ class Command(BaseCommand):
             self.stdout.write(f"{peyton} not found: skipping the Peyton Manning dataset")
         tasks = []
         for name, (series, _) in _DATASETS.items():
-            last = series.index[-1] - pd.Timedelta(days=max(HORIZONS))
+            last = series.index[-1] - pd.Timedelta(days=max(HORIZONS) + offset)
             tasks += [(name, str((last - pd.Timedelta(days=spacing * i)).date()))
                       for i in range(origins)]
+        if tasks:
+            self._backtests(tasks, jobs, seeds, started)
+        if not skip_speed:
+            self.stdout.write("\n" + "\n".join(_speed(self.stdout)))
+
+    def _backtests(self, tasks, jobs, seeds, started):
         connections.close_all()  # the workers are forked and never touch the database
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
             results = pool.map(backtest_origin, tasks, chunksize=1)
@@ -331,5 +405,3 @@ class Command(BaseCommand):
             f"\n{len(tasks)} origins, {jobs} processes, {time.perf_counter() - started:.0f} s; "
             f"one fit with its calibration backtests: median {statistics.median(fit_seconds):.2f} s"
         )
-        if not skip_speed:
-            self.stdout.write("\n" + "\n".join(_speed(self.stdout)))

@@ -1,4 +1,19 @@
-"""Calibration of the simulated spread on backtests: the scores and the quantiles."""
+"""Calibration of the simulated spread on the scope's own backtests.
+
+Daily bounds: split-conformal quantiles of the standardized daily log errors.
+
+Totals: an origin's total over ``d`` days misses by a log ratio ``r = log(actual /
+forecast)``. The simulated paths give its spread ``s(d)`` (sd of the log of the simulated
+totals), but two things are off in every backtest we ran: the simulated days are too
+wide or too narrow for the series (a scale ``kappa``), and a level or trend that is off
+does not average out over the days (a relative level error ``tau``). So
+``r ~ N(0, kappa^2 s(d)^2 + tau^2)``, both fitted by maximum likelihood on every
+(origin, 7/14/21... days) total of the backtests, pooled across lengths: the lengths
+share the two parameters instead of each getting a noisy quantile of its own. The
+interval uses a Student t quantile with (origins - 1) degrees of freedom: two
+parameters estimated from a handful of origins are themselves uncertain, and the t
+widening is the finite-sample correction for that.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +22,79 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+KAPPA_GRID = np.geomspace(0.25, 4.0, 41)
+TAU_GRID = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 61)])
+
 
 @dataclass
 class Calibration:
     """Backtest scores of the simulated spread against what really happened.
 
-    ``daily``: (step, z) with z = (log(actual + c) - log(forecast + c)) / simulated log sd.
-    ``total``: (days, error, simulated variance, forecast) of the cumulative totals of the
-    first 7, 14, ... days of each origin, error = actual total - forecast total."""
+    ``daily``: (step, z, origin) with z = (log(actual + c) - log(forecast + c)) /
+    simulated log sd.
+    ``total``: (origin, days, log ratio of actual to forecast total, simulated log sd of
+    that total) for the cumulative totals of the first 7, 14, ... days of each origin."""
 
     origins: int = 0
-    daily: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    daily: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     total: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
+    def first(self, count: int) -> Calibration:
+        """The scores of the first ``count`` origins only (as if only those had run)."""
+        return Calibration(
+            min(self.origins, count),
+            self.daily[self.daily[:, 2] <= count],
+            self.total[self.total[:, 0] <= count],
+        )
 
-def _conformal(scores: np.ndarray, q: float) -> float:
+
+@dataclass(frozen=True)
+class TotalSpread:
+    """The fitted spread of a total's log error: ``kappa`` scales the simulated log sd,
+    ``tau`` is the relative level error, ``dof`` the t degrees of freedom."""
+
+    kappa: float
+    tau: float
+    dof: int
+
+    def log_half_width(self, simulated_log_sd: float, level: float) -> float:
+        """Half the width, in log space, of the ``level`` interval of a total."""
+        sd = math.sqrt((self.kappa * simulated_log_sd) ** 2 + self.tau**2)
+        return t_quantile(0.5 + level / 2, self.dof) * sd
+
+
+def fit_total_spread(rows: np.ndarray) -> TotalSpread:
+    """Maximum likelihood (on a grid) of ``kappa`` and ``tau`` from ``Calibration.total``
+    rows; see the module docstring."""
+    ratio, sim_sd = rows[:, 2], rows[:, 3]
+    variance = (KAPPA_GRID[:, None, None] * sim_sd) ** 2 + TAU_GRID[None, :, None] ** 2
+    variance = np.maximum(variance, 1e-12)
+    loglik = -0.5 * np.sum(np.log(variance) + ratio**2 / variance, axis=2)
+    k, t = np.unravel_index(int(np.argmax(loglik)), loglik.shape)
+    origins = len(np.unique(rows[:, 0]))
+    return TotalSpread(float(KAPPA_GRID[k]), float(TAU_GRID[t]), max(origins - 1, 1))
+
+
+def conformal(scores: np.ndarray, q: float) -> float:
     """The ceil((n + 1) q)-th smallest score (split-conformal quantile), or the largest."""
     ordered = np.sort(scores)
     rank = min(math.ceil((len(ordered) + 1) * q), len(ordered))
     return float(ordered[max(rank, 1) - 1])
 
 
-def _normal_quantile(p: float) -> float:
+def t_quantile(p: float, dof: int) -> float:
+    """Student t quantile: Cornish-Fisher expansion around the normal, three terms
+    (within 4% of the exact value at 1 degree of freedom, 0.1% from 5 on)."""
+    z = normal_quantile(p)
+    return (
+        z
+        + (z**3 + z) / (4 * dof)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
+    )
+
+
+def normal_quantile(p: float) -> float:
     """Inverse standard normal CDF (Acklam's rational approximation, |error| < 1e-8)."""
     a = (-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.3577518672690,
          -30.66479806614716, 2.506628274631000)
@@ -42,29 +108,8 @@ def _normal_quantile(p: float) -> float:
         return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
             (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
     if p > 1 - 0.02425:
-        return -_normal_quantile(1 - p)
+        return -normal_quantile(1 - p)
     q = p - 0.5
     r = q * q
     return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
         ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-
-
-LEVEL_ERROR_GRID = (0.0, 0.001, 0.002, 0.004, 0.007, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1,
-                    0.15, 0.2, 0.3)
-
-
-def _level_error(rows: np.ndarray) -> float:
-    """The relative error of the forecast level that the backtests show beyond the
-    simulated spread of totals. Simulated days average out over a long horizon; a level
-    or trend that is off does not, so the error of a total grows faster than the paths
-    say. The maximum-likelihood value on a grid of the Gaussian model
-    error ~ N(0, simulated variance + (level_error x forecast)^2)."""
-    errors, variance, forecast = rows[:, 1], rows[:, 2], rows[:, 3]
-    best, best_ll = 0.0, -np.inf
-    for level_sd in LEVEL_ERROR_GRID:
-        spread = np.maximum(variance + (level_sd * forecast) ** 2, 1e-12)
-        ll = -0.5 * float(np.sum(np.log(spread) + errors**2 / spread))
-        if ll > best_ll:
-            best, best_ll = level_sd, ll
-    return best
-
