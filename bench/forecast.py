@@ -18,21 +18,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from _common import ensure_database
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/infraaudit_forecast_bench"
-
-
-def _ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def main() -> None:
@@ -48,7 +38,7 @@ def main() -> None:
         "CELERY_BROKER_URL": "",
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
     })
-    _ensure_database(url)
+    ensure_database(url)
     sys.path.insert(0, str(REPO))
     import django
     from django.core.management import call_command

@@ -34,10 +34,10 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import polars as pl
+from _common import ensure_database
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/infraaudit_bench"
@@ -226,17 +226,6 @@ def _django(env: dict[str, str]) -> None:
     django.setup()
 
 
-def _ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def _bench_provider(rows: int) -> int:
     """A fresh FOCUS provider in the bench organization (older bench data removed)."""
     from accounts.models import Organization
@@ -306,7 +295,7 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL") or DEFAULT_URL
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     env = _environment(url, workdir)
-    _ensure_database(url)
+    ensure_database(url)
     _django(env)
     from django.core.management import call_command
 
