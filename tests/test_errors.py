@@ -168,3 +168,18 @@ def test_errors_disallowed_host_is_json_400(api):
 def test_errors_trailing_slash_paths_work(api, path):
     response = api.get(path)
     assert response.status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["abc", "0", "-1", "1.5"])
+def test_pagination_bad_page_is_400(api, page):
+    response = api.get("/api/v1/providers", {"page": page})
+    assert response.status_code == 400
+    assert response.json()["details"] == {"page": ["must be a positive integer"]}
+
+
+@pytest.mark.django_db
+def test_pagination_page_past_the_end_is_404_and_last_works(api):
+    assert api.get("/api/v1/providers", {"page": "5"}).status_code == 404
+    assert api.get("/api/v1/providers", {"page": "last"}).status_code == 200
+    assert api.get("/api/v1/costs/anomalies", {"page": "x"}).status_code == 400
