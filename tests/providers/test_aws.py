@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from costs.models import CostRecord
 from costs.services.sync import cost_records_sync
 from providers.adapters import aws
 from providers.adapters.base import FetchStats, ProviderError, ProviderSnapshot, ProviderThrottled
 from tests.factories import ProviderFactory
+from tests.providers.records import records
 
 KEYS = {"aws_access_key_id": "AKIAEXAMPLEKEY000001", "aws_secret_access_key": "s3cr3t/EXAMPLE+key"}
 ROLE_ARN = "arn:aws:iam::210987654321:role/InfraAuditCosts"
@@ -450,14 +450,6 @@ def aws_provider(db):
     provider.credentials = dict(KEYS)
     provider.save()
     return provider
-
-
-def records(provider) -> set[tuple]:
-    return set(
-        CostRecord.objects.filter(provider=provider).values_list(
-            "day", "service", "region", "account", "currency", "billed_amount", "effective_amount"
-        )
-    )
 
 
 @pytest.mark.django_db

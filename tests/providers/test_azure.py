@@ -16,11 +16,11 @@ from decimal import Decimal
 import pytest
 import responses
 
-from costs.models import CostRecord
 from costs.services.sync import cost_records_sync
 from providers.adapters import azure
 from providers.adapters.base import FetchStats, ProviderError, ProviderSnapshot, ProviderThrottled
 from tests.factories import ProviderFactory
+from tests.providers.records import records
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
@@ -371,14 +371,6 @@ def azure_provider(db):
     provider.credentials = dict(CREDENTIALS)
     provider.save()
     return provider
-
-
-def records(provider) -> set[tuple]:
-    return set(
-        CostRecord.objects.filter(provider=provider).values_list(
-            "day", "service", "region", "account", "currency", "billed_amount", "effective_amount"
-        )
-    )
 
 
 @pytest.mark.django_db

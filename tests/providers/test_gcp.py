@@ -20,11 +20,11 @@ import responses
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from costs.models import CostRecord
 from costs.services.sync import cost_records_sync
 from providers.adapters import gcp
 from providers.adapters.base import FetchStats, ProviderError, ProviderSnapshot, ProviderThrottled
 from tests.factories import ProviderFactory
+from tests.providers.records import records
 
 TOKEN_URL = "https://oauth2.googleapis.com/token"
 BQ = "https://bigquery.googleapis.com/bigquery/v2/projects/billing-admin"
@@ -415,14 +415,6 @@ def gcp_provider(db, service_account_info):
     provider.credentials = {"service_account_json": service_account_info}
     provider.save()
     return provider
-
-
-def records(provider) -> set[tuple]:
-    return set(
-        CostRecord.objects.filter(provider=provider).values_list(
-            "day", "service", "region", "account", "currency", "billed_amount", "effective_amount"
-        )
-    )
 
 
 @pytest.mark.django_db
