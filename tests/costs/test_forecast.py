@@ -18,12 +18,7 @@ from costs.models import CostRecord
 from costs.services.forecast import cost_forecast, forecast_series
 from costs.services.forecast import model as forecast_model
 from costs.services.forecast import service as forecast_service
-from costs.services.forecast.calibration import (
-    Calibration,
-    TotalSpread,
-    fit_total_spread,
-    t_quantile,
-)
+from costs.services.forecast.calibration import Calibration, fit_total_spread
 from costs.services.sync import replace_window
 from tests.factories import ProviderFactory
 
@@ -257,7 +252,7 @@ def test_forecast_series_never_goes_below_zero_on_a_decline():
 
 def test_forecast_total_spread_recovers_scale_and_level_error():
     # Backtest totals whose log errors have sd sqrt((1.5 s)^2 + 0.04^2): the fit finds
-    # both parts, and the t quantile widens the interval for the few origins.
+    # both parts, and each origin's score is its root mean square standardized miss.
     rng = np.random.default_rng(3)
     origins, days = np.repeat(np.arange(40), 12), np.tile(np.arange(7, 85, 7), 40)
     sim_sd = 0.002 * np.sqrt(days)
@@ -265,9 +260,28 @@ def test_forecast_total_spread_recovers_scale_and_level_error():
     spread = fit_total_spread(np.column_stack([origins, days, ratio, sim_sd]))
     assert 1.2 < spread.kappa < 1.9
     assert 0.03 < spread.tau < 0.05
-    assert spread.dof == 39
-    few = TotalSpread(spread.kappa, spread.tau, dof=4)
-    assert few.log_half_width(0.01, 0.8) > spread.log_half_width(0.01, 0.8)
+    assert len(spread.scores) == 40
+    # Normal misses scored by their own sd: the rms of 12 squared standard normals.
+    assert 0.85 < np.median(spread.scores) < 1.15
+
+
+def test_forecast_total_width_is_the_conformal_quantile_of_the_origin_scores():
+    # Whatever the shape of the misses (fat-tailed t with 3 degrees of freedom, or
+    # normal), the interval covers the level's share of the origins' own misses: rank
+    # ceil(61 x 0.8) = 49 of 60, not a normal quantile of the fitted sd.
+    rng = np.random.default_rng(5)
+    origins, days = np.repeat(np.arange(60), 4), np.tile([7, 14, 21, 28], 60)
+    sim_sd = np.full(len(days), 0.01)
+    per_origin = rng.standard_t(3, size=60) * 0.05
+    fat = fit_total_spread(np.column_stack([origins, days, np.repeat(per_origin, 4), sim_sd]))
+    normal = rng.normal(0, float(np.std(per_origin)), size=60)
+    thin = fit_total_spread(np.column_stack([origins, days, np.repeat(normal, 4), sim_sd]))
+    assert fat.scores.shape == thin.scores.shape == (60,)
+    # The width covers the level's share of the origins' own misses.
+    for spread, misses in ((fat, per_origin), (thin, normal)):
+        half = spread.log_half_width(0.01, 0.8)
+        assert np.sum(np.abs(misses) <= half * (1 + 1e-9)) == 49
+    assert fat.log_half_width(0.01, 0.95) > fat.log_half_width(0.01, 0.8)
 
 
 def test_forecast_calibration_uses_the_configured_origins_and_subsets_them():
@@ -293,16 +307,6 @@ def test_forecast_stan_data_is_written_with_ujson():
     assert stan_json.UJSON_AVAILABLE
 
 
-def test_forecast_t_quantile_is_close_to_the_exact_values():
-    # Exact Student t 90% quantiles for 1, 4 and 30 degrees of freedom.
-    for dof, exact in ((1, 3.0777), (4, 1.5332), (30, 1.3104)):
-        assert abs(t_quantile(0.9, dof) - exact) / exact < 0.04
-
-
-# --- currencies and tenancy ------------------------------------------------------------
-
-
-@pytest.mark.django_db
 def test_forecast_several_currencies_is_422_naming_them_unless_scoped(api, org):
     usd = ProviderFactory(organization=org, name="US")
     eur = ProviderFactory(organization=org, name="EU")

@@ -351,7 +351,10 @@ class Command(BaseCommand):
     help = "Backtest the cost forecast against seasonal-naive and Koku's linear forecast."
 
     def add_arguments(self, parser):
-        parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+        parser.add_argument(
+            "--seeds", type=int, nargs="*", default=[1, 2, 3],
+            help="demo generator seeds (none: only Peyton Manning)",
+        )
         parser.add_argument("--origins", type=int, default=30, help="origins per dataset")
         parser.add_argument("--spacing", type=int, default=10, help="days between origins")
         parser.add_argument(

@@ -3,16 +3,23 @@
 Daily bounds: split-conformal quantiles of the standardized daily log errors.
 
 Totals: an origin's total over ``d`` days misses by a log ratio ``r = log(actual /
-forecast)``. The simulated paths give its spread ``s(d)`` (sd of the log of the simulated
-totals), but two things are off in every backtest we ran: the simulated days are too
-wide or too narrow for the series (a scale ``kappa``), and a level or trend that is off
-does not average out over the days (a relative level error ``tau``). So
-``r ~ N(0, kappa^2 s(d)^2 + tau^2)``, both fitted by maximum likelihood on every
+forecast)``, the forecast being the median of the simulated path totals. The simulated
+paths give its spread ``s(d)`` (sd of the log of the simulated totals), but two things
+are off in every backtest we ran: the simulated days are too wide or too narrow for the
+series (a scale ``kappa``), and a level or trend that is off does not average out over
+the days (a relative level error ``tau``). So the shape of the error over lengths is
+``sd(d) = sqrt(kappa^2 s(d)^2 + tau^2)``, both fitted by maximum likelihood on every
 (origin, 7/14/21... days) total of the backtests, pooled across lengths: the lengths
-share the two parameters instead of each getting a noisy quantile of its own. The
-interval uses a Student t quantile with (origins - 1) degrees of freedom: two
-parameters estimated from a handful of origins are themselves uncertain, and the t
-widening is the finite-sample correction for that.
+share the two parameters instead of each getting a noisy quantile of its own.
+
+How wide the interval is in units of ``sd(d)`` is then set by split-conformal
+prediction over the origins (normalized conformal scores): each calibration origin is
+one replicate of the whole forecast, scored by the root mean square of its standardized
+misses ``|r| / sd(d)`` over its lengths; the interval's half-width is the
+split-conformal ``level`` quantile of those scores (rank ``ceil((n + 1) level)``) times
+``sd`` of the horizon. Real spend is not normal in log space (Peyton Manning's misses
+have fat tails): the scores carry tails a normal or t quantile misses, and the rank
+needs no distributional assumption.
 """
 
 from __future__ import annotations
@@ -51,28 +58,33 @@ class Calibration:
 @dataclass(frozen=True)
 class TotalSpread:
     """The fitted spread of a total's log error: ``kappa`` scales the simulated log sd,
-    ``tau`` is the relative level error, ``dof`` the t degrees of freedom."""
+    ``tau`` is the relative level error, ``scores`` the origins' standardized misses."""
 
     kappa: float
     tau: float
-    dof: int
+    scores: np.ndarray
+
+    def sd(self, simulated_log_sd):
+        return np.sqrt((self.kappa * simulated_log_sd) ** 2 + self.tau**2)
 
     def log_half_width(self, simulated_log_sd: float, level: float) -> float:
         """Half the width, in log space, of the ``level`` interval of a total."""
-        sd = math.sqrt((self.kappa * simulated_log_sd) ** 2 + self.tau**2)
-        return t_quantile(0.5 + level / 2, self.dof) * sd
+        return conformal(self.scores, level) * float(self.sd(simulated_log_sd))
 
 
 def fit_total_spread(rows: np.ndarray) -> TotalSpread:
     """Maximum likelihood (on a grid) of ``kappa`` and ``tau`` from ``Calibration.total``
-    rows; see the module docstring."""
+    rows, and each origin's score; see the module docstring."""
     ratio, sim_sd = rows[:, 2], rows[:, 3]
     variance = (KAPPA_GRID[:, None, None] * sim_sd) ** 2 + TAU_GRID[None, :, None] ** 2
     variance = np.maximum(variance, 1e-12)
     loglik = -0.5 * np.sum(np.log(variance) + ratio**2 / variance, axis=2)
     k, t = np.unravel_index(int(np.argmax(loglik)), loglik.shape)
-    origins = len(np.unique(rows[:, 0]))
-    return TotalSpread(float(KAPPA_GRID[k]), float(TAU_GRID[t]), max(origins - 1, 1))
+    spread = TotalSpread(float(KAPPA_GRID[k]), float(TAU_GRID[t]), np.zeros(0))
+    standardized = ratio**2 / np.maximum(spread.sd(sim_sd), 1e-9) ** 2
+    origins = rows[:, 0]
+    scores = np.array([np.sqrt(standardized[origins == o].mean()) for o in np.unique(origins)])
+    return TotalSpread(spread.kappa, spread.tau, scores)
 
 
 def conformal(scores: np.ndarray, q: float) -> float:
@@ -80,18 +92,6 @@ def conformal(scores: np.ndarray, q: float) -> float:
     ordered = np.sort(scores)
     rank = min(math.ceil((len(ordered) + 1) * q), len(ordered))
     return float(ordered[max(rank, 1) - 1])
-
-
-def t_quantile(p: float, dof: int) -> float:
-    """Student t quantile: Cornish-Fisher expansion around the normal, three terms
-    (within 4% of the exact value at 1 degree of freedom, 0.1% from 5 on)."""
-    z = normal_quantile(p)
-    return (
-        z
-        + (z**3 + z) / (4 * dof)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
-    )
 
 
 def normal_quantile(p: float) -> float:

@@ -15,10 +15,11 @@ The model, in the order it runs (``fit_forecast``):
 4. The width is calibrated on the scope's own history: the same procedure is re-run
    from up to 12 earlier origins (rolling-origin backtests) and the real outcomes are
    scored against the simulated spread. Daily bounds: split-conformal quantiles of the
-   standardized daily log errors. Totals: a log-normal error whose sd is the simulated
-   paths' spread scaled by ``kappa`` plus a relative level error ``tau`` (days average
-   out over a horizon, a level that is off does not), both fitted by maximum likelihood
-   on the backtests' totals, with a Student t quantile (see ``calibration``).
+   standardized daily log errors. Totals: a log error whose sd is the simulated paths'
+   spread scaled by ``kappa`` plus a relative level error ``tau`` (days average out
+   over a horizon, a level that is off does not), both fitted by maximum likelihood on
+   the backtests' totals; the width in those sds is the split-conformal quantile of the
+   origins' standardized misses (see ``calibration``).
 
 The result of steps 1-4 does not depend on the horizon or the level, so one fit (cached
 per scope and data version) answers 30, 60 and 90 days at any level
@@ -64,8 +65,8 @@ RESIDUAL_WINDOW_DAYS = 365
 # Origins of the calibration backtests, in days before the last complete day; the first
 # ``CALIBRATION_ORIGINS`` of them are used (fewer when the history is short). The count
 # and the order were chosen on tuning data only (docs/benchmarks.md, "Forecasts"): more
-# origins in the same half year estimate the total's kappa and tau better and give its t
-# quantile more degrees of freedom; origins further back (older, shorter histories)
+# origins in the same half year estimate the total's kappa and tau and its conformal
+# quantile better; origins further back (older, shorter histories)
 # widened the demo's daily and total intervals instead. Each origin costs a
 # warm-started, capped fit (~0.1 s of a first forecast).
 CALIBRATION_LEADS = (14, 28, 49, 70, 91, 119, 147, 182, 35, 105, 21, 63, 133, 161, 42, 77)
@@ -221,6 +222,7 @@ class FittedForecast:
     recurring: np.ndarray
     offset: float
     log_sd: np.ndarray
+    usage_total: np.ndarray  # median of the simulated cumulative usage totals, per length
     total_log_sd: np.ndarray  # sd of the log of the simulated cumulative usage totals
     recurring_charges: list[RecurringCharge]
     calibration: Calibration
@@ -317,7 +319,7 @@ def _calibrate(
         if np.isfinite(history[:until]).sum() < MIN_HISTORY_DAYS:
             continue
         steps = len(actual)
-        center, recurring, paths, _ = _fit_once(
+        _, recurring, paths, _ = _fit_once(
             scope, until, steps, rng, init, CALIBRATION_FIT_ARGS
         )
         init = paths.params  # the next origin's data is nearly the same: start from here
@@ -329,12 +331,20 @@ def _calibrate(
         )
         daily.extend((step + 1, value, origins) for step, value in enumerate(z) if ok[step])
         log_sd = _total_log_sd(paths)
+        projected = _usage_total(paths) + np.cumsum(recurring)
         for days in range(TOTAL_SCORE_STEP, steps + 1, TOTAL_SCORE_STEP):
             if ok[:days].all():
                 pad = paths.offset * days
-                ratio = math.log((actual[:days].sum() + pad) / (center[:days].sum() + pad))
+                ratio = math.log((actual[:days].sum() + pad) / (projected[days - 1] + pad))
                 total.append((origins, days, ratio, log_sd[days - 1]))
     return Calibration(origins, np.array(daily).reshape(-1, 3), np.array(total).reshape(-1, 4))
+
+
+def _usage_total(paths: _UsagePaths) -> np.ndarray:
+    """Per length d, the median of the simulated usage totals of the first d days. Not
+    the sum of the daily medians: days are skewed (log-normal-like), so a total's median
+    lies above the sum of its days' medians, by ~exp(sd^2 / 2) for noisy series."""
+    return np.median(np.cumsum(paths.paths, axis=1), axis=0)
 
 
 def _total_log_sd(paths: _UsagePaths) -> np.ndarray:
@@ -374,6 +384,7 @@ def fit_forecast(
         recurring=recurring,
         offset=paths.offset,
         log_sd=paths.log_sd,
+        usage_total=_usage_total(paths),
         total_log_sd=_total_log_sd(paths),
         recurring_charges=charges,
         calibration=calibration,
@@ -412,9 +423,9 @@ def _calibrated(fit: FittedForecast, horizon: int, level: float) -> dict:
     return {
         "z": daily, "log_half": spread.log_half_width(sim_sd, level),
         "origins": fit.calibration.origins, "level_error": round(spread.tau, 4),
-        "method": "daily: split-conformal scaling of simulated paths; total: log-normal "
-        "spread of simulated path totals, scaled and widened by a level error fitted on "
-        "rolling-origin backtests (Student t quantile)",
+        "method": "daily: split-conformal scaling of simulated paths; total: spread of "
+        "simulated path totals, scaled and widened by a level error fitted on "
+        "rolling-origin backtests, width from split-conformal scores of those backtests",
     }
 
 
@@ -432,6 +443,10 @@ def forecast_from_fit(fit: FittedForecast, *, horizon: int, level: float = 0.8) 
     upper = np.clip(np.exp(log_center + z_high * sd) - fit.offset, 0, None) + fit.recurring[days]
     amount = fit.center[days]
     total = float(amount.sum())
+    # The interval is around the median of the simulated totals (what the backtests
+    # score against); the projected total is the sum of the daily forecasts, the better
+    # point forecast in every backtest (a total's median sits above it for skewed days).
+    middle = float(fit.usage_total[horizon - 1] + fit.recurring[days].sum())
     pad = fit.offset * horizon  # the total's interval is in log(total + c x days)
     z_normal = normal_quantile(0.5 + level / 2)
     sim_sd = float(fit.total_log_sd[horizon - 1])
@@ -441,8 +456,8 @@ def forecast_from_fit(fit: FittedForecast, *, horizon: int, level: float = 0.8) 
         lower=np.minimum(lower, amount),
         upper=np.maximum(upper, amount),
         total=total,
-        total_low=max((total + pad) * math.exp(-log_half) - pad, 0.0),
-        total_high=(total + pad) * math.exp(log_half) - pad,
+        total_low=max(min((middle + pad) * math.exp(-log_half) - pad, total), 0.0),
+        total_high=max((middle + pad) * math.exp(log_half) - pad, total),
         level=level,
         history_days=fit.history_days,
         calibration={

@@ -73,7 +73,8 @@ def _provider_state(providers) -> list[tuple]:
 def _cache_key(organization, provider, providers, last_day: date) -> str:
     """One key per scope, data version of every provider in it, and last complete day.
     The version prefix changes whenever the cached ``FittedForecast`` does (v2: totals
-    calibrated in log space; v3: 12 calibration origins, daily scores keep their origin),
+    calibrated in log space; v3: 12 calibration origins, daily scores keep their origin;
+    v4: median of the simulated totals, conformal total width),
     so a deploy never unpickles an older fit."""
     import hashlib
     import json
@@ -81,7 +82,7 @@ def _cache_key(organization, provider, providers, last_day: date) -> str:
     state = json.dumps([last_day.isoformat(), _provider_state(providers)])
     digest = hashlib.sha256(state.encode()).hexdigest()[:40]
     scope = provider.id if provider is not None else "all"
-    return f"forecast:v3:{organization.id}:{scope}:{digest}"
+    return f"forecast:v4:{organization.id}:{scope}:{digest}"
 
 
 def _observed_days(providers, records: dict[int, set[date]], days: pd.DatetimeIndex) -> np.ndarray:
