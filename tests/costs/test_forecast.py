@@ -18,7 +18,7 @@ from costs.models import CostRecord
 from costs.services.forecast import cost_forecast, forecast_series
 from costs.services.forecast import model as forecast_model
 from costs.services.forecast import service as forecast_service
-from costs.services.forecast.calibration import Calibration, fit_total_spread
+from costs.services.forecast.calibration import Calibration, TotalSpread, fit_total_spread
 from costs.services.sync import replace_window
 from tests.factories import ProviderFactory
 
@@ -117,8 +117,10 @@ def test_forecast_response_shape_and_invariants(api, aws):
     # The total's interval comes from simulated paths: far narrower than adding up the
     # daily bounds, which would assume every day misses in the same direction.
     assert interval["high"] - interval["low"] < sum(d["upper"] - d["lower"] for d in days) / 2
-    assert body["calibration"]["backtest_origins"] >= 2
+    # 120 days of history: 6 backtests, 14 to 49 days back (each keeps >= 55% of them).
+    assert body["calibration"]["backtest_origins"] == 6
     assert "conformal" in body["calibration"]["method"]
+    assert "from 14 to 49 days before the last complete day" in body["calibration"]["method"]
     # The series sits near 100/day on weekdays: the forecast must too.
     weekday = [d["amount"] for d in days if date.fromisoformat(d["date"]).weekday() < 5]
     assert Decimal(95) < sum(weekday) / len(weekday) < Decimal(130)
@@ -284,19 +286,52 @@ def test_forecast_total_width_is_the_conformal_quantile_of_the_origin_scores():
     assert fat.log_half_width(0.01, 0.95) > fat.log_half_width(0.01, 0.8)
 
 
-def test_forecast_calibration_uses_the_configured_origins_and_subsets_them():
-    # Two years of history: all CALIBRATION_ORIGINS leads fit; a short history gets fewer.
-    leads = forecast_model._calibration_leads(730)
-    assert len(leads) == forecast_model.CALIBRATION_ORIGINS
-    assert leads == list(forecast_model.CALIBRATION_LEADS[: len(leads)])
-    assert len(forecast_model._calibration_leads(200)) < forecast_model.CALIBRATION_ORIGINS
-    # first(k) keeps exactly the scores of the first k origins (the tuning comparison).
+def test_forecast_total_width_beyond_what_the_origins_can_show_grows_like_a_normal_tail():
+    # 9 origins show levels up to 9/10: at 0.8 the width is the 8th smallest score, at
+    # 0.9 the largest; a 0.95 interval must be wider than every miss seen, not capped at
+    # the largest (which would make 0.95 and 0.99 the same interval).
+    scores = np.arange(1.0, 10.0)
+    spread = TotalSpread(kappa=1.0, tau=0.0, scores=scores)
+    assert spread.log_half_width(1.0, 0.8) == 8.0
+    assert spread.log_half_width(1.0, 0.9) == 9.0
+    wider, widest = spread.log_half_width(1.0, 0.95), spread.log_half_width(1.0, 0.99)
+    assert 9.0 < wider < widest
+    # As a normal tail grows from its 0.9 to its 0.95 two-sided quantile (1.645 -> 1.960).
+    assert wider == pytest.approx(9.0 * 1.959964 / 1.644854, rel=1e-6)
+
+
+def test_forecast_calibration_origins_spread_back_but_keep_most_of_the_training():
+    m = forecast_model
+    for n in (200, 365, 730, 1095, 3000):
+        leads = m._calibration_leads(n)
+        train = min(n, m.TRAIN_WINDOW_DAYS)
+        assert leads == sorted(set(leads)) and leads[0] == m.CALIBRATION_FIRST_LEAD
+        # Whole weeks: every backtest starts on the forecast's own weekday.
+        assert all(lead % 7 == 0 for lead in leads)
+        # No backtest trains on much less history than the forecast itself.
+        assert all(n - lead >= m.CALIBRATION_TRAIN_SHARE * train for lead in leads)
+    # Two years of history: all the origins fit, spread over most of a year.
+    two_years = m._calibration_leads(730)
+    assert len(two_years) == m.CALIBRATION_ORIGINS and two_years[-1] > 182
+    # A long history reaches two years back (seasons and regime changes), most origins
+    # still recent (geometric grid).
+    long = m._calibration_leads(3000)
+    assert len(long) == m.CALIBRATION_ORIGINS and long[-1] == m.CALIBRATION_MAX_LEAD
+    assert sum(lead <= 91 for lead in long) >= len(long) // 2
+    # A short history gets fewer origins, then the short leads, then none.
+    assert len(m._calibration_leads(100)) < m.CALIBRATION_ORIGINS
+    assert m._calibration_leads(60) == [7, 14, 21, 28]
+    assert m._calibration_leads(30) == []
+    # only(leads) keeps exactly the scores of the origins at those leads, renumbered (the
+    # tuning comparison scores each candidate rule on one fit).
     daily = np.array([(step, 0.1 * step, origin) for origin in (1, 2, 3) for step in (1, 2)])
-    total = np.array([(origin, 7, 0.01, 0.02) for origin in (1, 2, 3)])
-    first = Calibration(3, daily, total).first(2)
-    assert first.origins == 2
-    assert set(first.daily[:, 2]) == {1, 2} and set(first.total[:, 0]) == {1, 2}
-    assert Calibration(3, daily, total).first(16).origins == 3
+    total = np.array([(origin, 7, 0.01 * origin, 0.02) for origin in (1, 2, 3)])
+    calibration = Calibration(3, daily, total, np.array([14, 28, 42]))
+    kept = calibration.only([14, 42])
+    assert kept.origins == 2 and list(kept.leads) == [14, 42]
+    assert set(kept.daily[:, 2]) == {1, 2} and list(kept.total[:, 0]) == [1, 2]
+    assert list(kept.total[:, 2]) == [0.01, 0.03]
+    assert calibration.only([7, 14, 28, 42, 56]).origins == 3
 
 
 def test_forecast_stan_data_is_written_with_ujson():
@@ -389,3 +424,18 @@ def test_forecast_concurrent_first_requests_fit_once(org, monkeypatch):
     assert not errors
     assert len(calls) == 1
     assert len(set(results)) == 1
+
+
+def test_backtest_tuning_candidates_include_the_production_rule():
+    from costs.management.commands.backtest_forecast import tune_candidates
+
+    for n in (120, 730, 3000):
+        candidates = tune_candidates(n)
+        production = f"share {forecast_model.CALIBRATION_TRAIN_SHARE:.2f}, "
+        production += f"{forecast_model.CALIBRATION_ORIGINS} origins"
+        assert candidates[production] == forecast_model._calibration_leads(n)
+        assert all(n - lead >= 28 for leads in candidates.values() for lead in leads)
+    # Session 2's rule stays comparable: its 12 leads of the last half year.
+    assert tune_candidates(730)["session 2: 12 in the last half year"] == [
+        14, 28, 49, 70, 91, 119, 147, 182, 35, 105, 21, 63
+    ]

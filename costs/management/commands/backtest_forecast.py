@@ -1,8 +1,8 @@
 """Rolling-origin backtests of the cost forecast against two baselines, and its speed.
 
     python manage.py backtest_forecast [--seeds 1 2 3] [--origins 30] [--spacing 10]
-                                       [--offset 0] [--calibration-origins 8 12 16]
-                                       [--peyton PATH] [--jobs 2] [--skip-speed]
+                                       [--offset 0] [--tune] [--peyton PATH] [--jobs 2]
+                                       [--skip-speed]
 
 Datasets: the demo generator (``costs.demo``) at each seed, 1,100 days, forecast from
 its (provider, service) components like the service does; and, when the file is there,
@@ -27,10 +27,15 @@ binomial standard error sqrt(p (1 - p) / n). That SE treats the n origins (days)
 independent draws; neighbouring origins share most of their holdout and calibration
 history, so the real uncertainty is larger.
 
-Tuning mode: ``--calibration-origins 8 12 16`` fits each origin once with the most
-calibration origins listed and scores the model with only the first k of them
-(``Calibration.first``), one "model, k origins" row per k; without it the model runs
-with ``model.CALIBRATION_ORIGINS``.
+Tuning mode (``--tune``): the candidate rules for choosing the calibration origins
+(``TUNE_SHARES`` x ``TUNE_COUNTS`` of ``model._calibration_leads``, and session 2's
+fixed leads) are compared on identical fits: each origin is fitted once with the union
+of every candidate's calibration origins, and each candidate is scored with only its own
+(``Calibration.only``), at the levels ``TUNE_LEVELS``. Same fits, so differences between
+candidates are not random draws; the warm starts of the capped calibration fits follow
+the union's order, which moves a forecast by well under 0.1%. One table: per candidate,
+pooled demo and Peyton Manning coverage, cells outside level +-5 points and the mean
+distance from the level. No baselines, no speed.
 
 Speed (unless ``--skip-speed``; ``--origins 0`` runs only this part): the demo's three
 providers with 730 days of history in this database, the first forecast of the
@@ -63,12 +68,33 @@ HORIZONS = (30, 60, 90)
 DEMO_DAYS = 1100
 DEMO_END = date(2025, 6, 30)
 PEYTON = Path(settings.BASE_DIR).parent / "shared" / "data" / "wp-log-peyton-manning.csv"
+PEYTON_NAME = "Peyton Manning exp(y)"
 LEVEL = 0.8
 KOKU_LEVEL = 0.95
 FIRST_REPEATS = 3
 
 _DATASETS: dict[str, tuple[pd.Series, dict[str, pd.Series] | None]] = {}
-_COMPARE: list[int] = []  # calibration origin counts to compare (tuning mode)
+_TUNING: list[bool] = []  # [True] in tuning mode (read by the forked workers)
+TUNE_SHARES = (0.5, 0.55, 0.6, 0.65, 0.7)
+TUNE_COUNTS = (9, 12, 14, 16)
+TUNE_LEVELS = (0.8, 0.95)
+# Session 2's calibration origins: 12 in the last half year, for comparison.
+SESSION_2_LEADS = (14, 28, 49, 70, 91, 119, 147, 182, 35, 105, 21, 63)
+
+
+def tune_candidates(n: int) -> dict[str, list[int]]:
+    """Each candidate rule's calibration origins for a history of ``n`` days."""
+    rules = {
+        "session 2: 12 in the last half year": [
+            lead for lead in SESSION_2_LEADS if n - lead >= model.CALIBRATION_MIN_TRAIN_DAYS
+        ]
+    }
+    for share in TUNE_SHARES:
+        for count in TUNE_COUNTS:
+            rules[f"share {share:.2f}, {count} origins"] = model._calibration_leads(
+                n, count, share
+            )
+    return rules
 
 
 # -- datasets ----------------------------------------------------------------------------
@@ -163,26 +189,31 @@ def backtest_origin(task: tuple[str, str]) -> tuple[str, dict, float]:
     history = series.loc[:cut]
     parts = {key: part.loc[:cut] for key, part in components.items()} if components else None
     started = time.perf_counter()
-    fit = model.fit_forecast(
-        history, components=parts, calibration_origins=max(_COMPARE) if _COMPARE else None
-    )
+    if _TUNING:
+        candidates = tune_candidates(len(model._as_series(history)))
+        union = sorted({lead for leads in candidates.values() for lead in leads})
+        fit = model.fit_forecast(history, components=parts, calibration_leads=union)
+        fits = {
+            (rule, level): replace(fit, calibration=fit.calibration.only(leads))
+            for rule, leads in candidates.items()
+            for level in TUNE_LEVELS
+        }
+    else:
+        fits = {("model", LEVEL): model.fit_forecast(history, components=parts)}
     elapsed = time.perf_counter() - started
-    fits = {"model": fit} if not _COMPARE else {
-        f"model, {k} origins": replace(fit, calibration=fit.calibration.first(k))
-        for k in _COMPARE
-    }
     result: dict = {}
     for horizon in HORIZONS:
         actual = series.loc[cut + pd.Timedelta(days=1) : cut + pd.Timedelta(days=horizon)]
         actual = actual.to_numpy()
         result[horizon] = {}
-        for method, one in fits.items():
-            ours = model.forecast_from_fit(one, horizon=horizon, level=LEVEL)
-            result[horizon][method] = _score(
+        for (method, level), one in fits.items():
+            ours = model.forecast_from_fit(one, horizon=horizon, level=level)
+            result[horizon][method if not _TUNING else (method, level)] = _score(
                 actual, ours.amount, ours.lower, ours.upper, ours.total_low, ours.total_high
             )
-        result[horizon]["seasonal naive"] = _score(actual, *seasonal_naive(history, horizon))
-        result[horizon]["Koku linear"] = _score(actual, *koku_linear(history, horizon))
+        if not _TUNING:
+            result[horizon]["seasonal naive"] = _score(actual, *seasonal_naive(history, horizon))
+            result[horizon]["Koku linear"] = _score(actual, *koku_linear(history, horizon))
     return name, result, elapsed
 
 
@@ -212,6 +243,31 @@ def _table(rows: list[tuple[str, dict]]) -> list[str]:
                     f"| {_coverage(acc['total_covered'])} of {nominal} "
                     f"(n={len(acc['total_covered'])}) |"
                 )
+    return lines
+
+
+def _tune_table(groups: dict[str, dict]) -> list[str]:
+    """One row per (candidate, level): coverage of each dataset group, cells outside
+    the level +-5 points and the mean distance from the level (daily and total, every
+    group and horizon)."""
+    header = " | ".join(
+        f"{group} {kind} 30 / 60 / 90" for group in groups for kind in ("daily", "total")
+    )
+    lines = [f"| candidate | level | {header} | outside | distance |",
+             "|---|---|" + "---|" * (2 * len(groups)) + "---|---|"]
+    keys = next(iter(groups.values()))[HORIZONS[0]].keys()
+    for rule, level in keys:
+        cells, values = [], []
+        for by_horizon in groups.values():
+            for kind in ("covered", "total_covered"):
+                row = [100 * float(np.mean(by_horizon[h][(rule, level)][kind])) for h in HORIZONS]
+                values += row
+                cells.append(" / ".join(f"{value:.1f}" for value in row))
+        outside = sum(abs(value - 100 * level) > 5 for value in values)
+        distance = float(np.mean([abs(value - 100 * level) for value in values]))
+        lines.append(
+            f"| {rule} | {level:.0%} | {' | '.join(cells)} | {outside} | {distance:.2f} |"
+        )
     return lines
 
 
@@ -361,21 +417,21 @@ class Command(BaseCommand):
             "--offset", type=int, default=0, help="extra days between the last origin and the end"
         )
         parser.add_argument(
-            "--calibration-origins", type=int, nargs="+", default=[],
-            help="tuning mode: compare the model with these numbers of calibration origins",
+            "--tune", action="store_true",
+            help="tuning mode: compare the candidate rules for the calibration origins",
         )
         parser.add_argument("--peyton", type=Path, default=PEYTON)
         parser.add_argument("--jobs", type=int, default=2)
         parser.add_argument("--skip-speed", action="store_true")
 
-    def handle(self, *args, seeds, origins, spacing, offset, calibration_origins, peyton, jobs,
-               skip_speed, **options):
+    def handle(self, *args, seeds, origins, spacing, offset, tune, peyton, jobs, skip_speed,
+               **options):
         started = time.perf_counter()
-        _COMPARE[:] = sorted(calibration_origins)
+        _TUNING[:] = [True] if tune else []
         for seed in seeds:
             _DATASETS[f"demo seed {seed}"] = demo_dataset(seed)
         if peyton.exists():
-            _DATASETS["Peyton Manning exp(y)"] = peyton_dataset(peyton)
+            _DATASETS[PEYTON_NAME] = peyton_dataset(peyton)
         else:
             self.stdout.write(f"{peyton} not found: skipping the Peyton Manning dataset")
         tasks = []
@@ -399,11 +455,17 @@ class Command(BaseCommand):
             _accumulate(by_dataset.setdefault(name, {}), result)
             if name.startswith("demo"):
                 _accumulate(pooled, result)
-        rows = list(by_dataset.items())
-        if len(seeds) > 1:
-            rows.append(("demo, all seeds", pooled))
         fit_seconds = [elapsed for _, _, elapsed in results]
-        self.stdout.write("\n".join(_table(rows)))
+        if _TUNING:
+            groups = {"demo": pooled} if pooled else {}
+            if PEYTON_NAME in by_dataset:
+                groups["Peyton"] = by_dataset[PEYTON_NAME]
+            self.stdout.write("\n".join(_tune_table(groups)))
+        else:
+            rows = list(by_dataset.items())
+            if len(seeds) > 1:
+                rows.append(("demo, all seeds", pooled))
+            self.stdout.write("\n".join(_table(rows)))
         self.stdout.write(
             f"\n{len(tasks)} origins, {jobs} processes, {time.perf_counter() - started:.0f} s; "
             f"one fit with its calibration backtests: median {statistics.median(fit_seconds):.2f} s"

@@ -40,19 +40,23 @@ class Calibration:
     ``daily``: (step, z, origin) with z = (log(actual + c) - log(forecast + c)) /
     simulated log sd.
     ``total``: (origin, days, log ratio of actual to forecast total, simulated log sd of
-    that total) for the cumulative totals of the first 7, 14, ... days of each origin."""
+    that total) for the cumulative totals of the first 7, 14, ... days of each origin.
+    ``leads``: each origin's days before the last complete day."""
 
     origins: int = 0
     daily: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     total: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    leads: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per origin 1, 2, ...
 
-    def first(self, count: int) -> Calibration:
-        """The scores of the first ``count`` origins only (as if only those had run)."""
-        return Calibration(
-            min(self.origins, count),
-            self.daily[self.daily[:, 2] <= count],
-            self.total[self.total[:, 0] <= count],
-        )
+    def only(self, leads) -> Calibration:
+        """The scores of the origins at these leads only (as if only those had run)."""
+        keep = np.flatnonzero(np.isin(self.leads, list(leads))) + 1
+        number = np.zeros(self.origins + 1)
+        number[keep] = np.arange(1, len(keep) + 1)  # the kept origins numbered 1, 2, ...
+        daily = self.daily[np.isin(self.daily[:, 2], keep)].copy()
+        total = self.total[np.isin(self.total[:, 0], keep)].copy()
+        daily[:, 2], total[:, 0] = number[daily[:, 2].astype(int)], number[total[:, 0].astype(int)]
+        return Calibration(len(keep), daily, total, self.leads[keep - 1])
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,18 @@ class TotalSpread:
         return np.sqrt((self.kappa * simulated_log_sd) ** 2 + self.tau**2)
 
     def log_half_width(self, simulated_log_sd: float, level: float) -> float:
-        """Half the width, in log space, of the ``level`` interval of a total."""
-        return conformal(self.scores, level) * float(self.sd(simulated_log_sd))
+        """Half the width, in log space, of the ``level`` interval of a total. ``n``
+        origins show levels up to n / (n + 1); beyond that the largest score is scaled
+        as a normal tail would grow (a rank past the largest score is no quantile)."""
+        n = len(self.scores)
+        if math.ceil((n + 1) * level) <= n:
+            width = conformal(self.scores, level)
+        else:
+            shown = n / (n + 1)
+            width = float(np.max(self.scores)) * (
+                normal_quantile(0.5 + level / 2) / normal_quantile(0.5 + shown / 2)
+            )
+        return width * float(self.sd(simulated_log_sd))
 
 
 def fit_total_spread(rows: np.ndarray) -> TotalSpread:

@@ -13,7 +13,8 @@ The model, in the order it runs (``fit_forecast``):
    block bootstrap of the in-sample residuals, which keeps their day-to-day correlation,
    so the total of a path varies as real totals do (not as a sum of independent days).
 4. The width is calibrated on the scope's own history: the same procedure is re-run
-   from up to 12 earlier origins (rolling-origin backtests) and the real outcomes are
+   from up to 9 earlier origins, 2 weeks to 2 years back (rolling-origin backtests; see
+   ``CALIBRATION_ORIGINS``), and the real outcomes are
    scored against the simulated spread. Daily bounds: split-conformal quantiles of the
    standardized daily log errors. Totals: a log error whose sd is the simulated paths'
    spread scaled by ``kappa`` plus a relative level error ``tau`` (days average out
@@ -62,15 +63,20 @@ YEARLY_MIN_DAYS = 730  # two years of days (first to last inclusive)
 SIMULATIONS = 300
 BLOCK_DAYS = 7
 RESIDUAL_WINDOW_DAYS = 365
-# Origins of the calibration backtests, in days before the last complete day; the first
-# ``CALIBRATION_ORIGINS`` of them are used (fewer when the history is short). The count
-# and the order were chosen on tuning data only (docs/benchmarks.md, "Forecasts"): more
-# origins in the same half year estimate the total's kappa and tau and its conformal
-# quantile better; origins further back (older, shorter histories)
-# widened the demo's daily and total intervals instead. Each origin costs a
-# warm-started, capped fit (~0.1 s of a first forecast).
-CALIBRATION_LEADS = (14, 28, 49, 70, 91, 119, 147, 182, 35, 105, 21, 63, 133, 161, 42, 77)
-CALIBRATION_ORIGINS = 12
+# Origins of the calibration backtests, in days before the last complete day ("leads"):
+# ``CALIBRATION_ORIGINS`` of them on a geometric grid from ``CALIBRATION_FIRST_LEAD`` to
+# the furthest lead allowed, rounded to whole weeks (every backtest starts on the
+# forecast's own weekday). The furthest is at most ``CALIBRATION_MAX_LEAD`` and leaves
+# each backtest at least ``CALIBRATION_TRAIN_SHARE`` of the forecast's own training days:
+# origins spread over up to two years see the seasons and regime changes a recent half
+# year misses (real data), but a fit on much less history than the forecast's misses
+# more than the forecast will (synthetic data); the geometric grid keeps most origins
+# recent. Chosen on tuning data only (docs/benchmarks.md, "Forecasts", session 3). Each
+# origin costs a warm-started, capped fit (~0.1 s of a first forecast).
+CALIBRATION_ORIGINS = 9
+CALIBRATION_FIRST_LEAD = 14
+CALIBRATION_MAX_LEAD = 728
+CALIBRATION_TRAIN_SHARE = 0.55
 SHORT_CALIBRATION_LEADS = (7, 14, 21, 28)
 CALIBRATION_MIN_TRAIN_DAYS = 28
 CALIBRATION_MIN_ORIGINS = 2
@@ -223,7 +229,7 @@ class FittedForecast:
     offset: float
     log_sd: np.ndarray
     usage_total: np.ndarray  # median of the simulated cumulative usage totals, per length
-    total_log_sd: np.ndarray  # sd of the log of the simulated cumulative usage totals
+    total_log_sd: np.ndarray  # sd of the log of the simulated cumulative totals
     recurring_charges: list[RecurringCharge]
     calibration: Calibration
 
@@ -297,23 +303,40 @@ def _fit_once(
     return paths.center + recurring, recurring, paths, charges
 
 
-def _calibration_leads(n: int, count: int | None = None) -> list[int]:
-    wanted = CALIBRATION_LEADS[: count or CALIBRATION_ORIGINS]
-    leads = [lead for lead in wanted if n - lead >= CALIBRATION_MIN_TRAIN_DAYS]
+def _calibration_leads(n: int, count: int | None = None, share: float | None = None) -> list[int]:
+    """The calibration origins of a history of ``n`` days, in days before its end, nearest
+    first (see ``CALIBRATION_ORIGINS``); the short leads when fewer than 3 fit. ``count``
+    and ``share`` override the defaults (the backtest command's tuning mode)."""
+    train = min(n, TRAIN_WINDOW_DAYS)
+    furthest = min(
+        CALIBRATION_MAX_LEAD,
+        n - math.ceil((share or CALIBRATION_TRAIN_SHARE) * train),
+        n - CALIBRATION_MIN_TRAIN_DAYS,
+    )
+    first, last = CALIBRATION_FIRST_LEAD // 7, furthest // 7  # in weeks
+    weeks: list[int] = []
+    if last >= first:
+        for week in np.geomspace(first, last, count or CALIBRATION_ORIGINS):
+            # Rounded to a week, the first points of the grid would coincide: each takes
+            # the next free week instead (the grid spreads out fast, so the last is kept).
+            week = max(round(float(week)), weeks[-1] + 1 if weeks else first)
+            if week <= last:
+                weeks.append(week)
+    leads = [7 * week for week in weeks]
     if len(leads) < 3:
         leads = [lead for lead in SHORT_CALIBRATION_LEADS if n - lead >= CALIBRATION_MIN_TRAIN_DAYS]
     return leads if len(leads) >= CALIBRATION_MIN_ORIGINS else []
 
 
 def _calibrate(
-    scope: _Scope, rng: np.random.Generator, init: dict | None, count: int | None = None
+    scope: _Scope, rng: np.random.Generator, init: dict | None, leads: list[int] | None = None
 ) -> Calibration:
     """Rolling-origin backtests of the whole procedure on the scope's own history: from
     each origin, score what happened against the spread of the simulated paths."""
     history = scope.history.to_numpy()
     n = len(history)
-    daily, total, origins = [], [], 0
-    for lead in _calibration_leads(n, count):
+    daily, total, origins, used = [], [], 0, []
+    for lead in _calibration_leads(n) if leads is None else sorted(leads):
         until = n - lead
         actual = history[until : until + HORIZON_MAX]
         if np.isfinite(history[:until]).sum() < MIN_HISTORY_DAYS:
@@ -324,20 +347,23 @@ def _calibrate(
         )
         init = paths.params  # the next origin's data is nearly the same: start from here
         origins += 1
+        used.append(lead)
         ok = np.isfinite(actual)
         usage_actual = np.clip(np.nan_to_num(actual) - recurring, 0, None)
         z = np.log((usage_actual + paths.offset) / (paths.center + paths.offset)) / np.maximum(
             paths.log_sd, 1e-9
         )
         daily.extend((step + 1, value, origins) for step, value in enumerate(z) if ok[step])
-        log_sd = _total_log_sd(paths)
+        log_sd = _total_log_sd(paths, recurring)
         projected = _usage_total(paths) + np.cumsum(recurring)
         for days in range(TOTAL_SCORE_STEP, steps + 1, TOTAL_SCORE_STEP):
             if ok[:days].all():
                 pad = paths.offset * days
                 ratio = math.log((actual[:days].sum() + pad) / (projected[days - 1] + pad))
                 total.append((origins, days, ratio, log_sd[days - 1]))
-    return Calibration(origins, np.array(daily).reshape(-1, 3), np.array(total).reshape(-1, 4))
+    return Calibration(
+        origins, np.array(daily).reshape(-1, 3), np.array(total).reshape(-1, 4), np.array(used)
+    )
 
 
 def _usage_total(paths: _UsagePaths) -> np.ndarray:
@@ -347,11 +373,14 @@ def _usage_total(paths: _UsagePaths) -> np.ndarray:
     return np.median(np.cumsum(paths.paths, axis=1), axis=0)
 
 
-def _total_log_sd(paths: _UsagePaths) -> np.ndarray:
-    """Per length d, the sd of the log of the simulated usage totals of the first d days:
-    the simulated relative spread of a total (``kappa`` absorbs the fixed charges' share)."""
+def _total_log_sd(paths: _UsagePaths, recurring: np.ndarray) -> np.ndarray:
+    """Per length d, the sd of the log of the simulated totals of the first d days, fixed
+    charges included: the simulated relative spread of a total. A window that holds a
+    monthly charge varies less, relative to its total, than one that does not; scoring
+    every backtest window on its own share keeps ``kappa`` a property of the usage."""
     days = np.arange(1, paths.paths.shape[1] + 1)
-    return np.log(np.cumsum(paths.paths, axis=1) + paths.offset * days).std(axis=0)
+    fixed = np.cumsum(recurring[: paths.paths.shape[1]]) + paths.offset * days
+    return np.log(np.cumsum(paths.paths, axis=1) + fixed).std(axis=0)
 
 
 def fit_forecast(
@@ -360,14 +389,14 @@ def fit_forecast(
     components: Mapping[str, pd.Series] | None = None,
     calibrate: bool = True,
     seed: int = 0,
-    calibration_origins: int | None = None,
+    calibration_leads: list[int] | None = None,
 ) -> FittedForecast:
     """Fit the model to ``history`` (a daily pd.Series, NaN = missing day, or (date,
     amount) pairs) and calibrate it; the result answers every horizon and level.
     ``components`` are the series that make up the total (a provider's services), used to
     find fixed-day recurring charges; without them the total itself is searched.
-    ``calibration_origins`` overrides ``CALIBRATION_ORIGINS`` (the backtest command's
-    tuning mode fits the most it compares, then scores ``Calibration.first(k)``)."""
+    ``calibration_leads`` replaces the calibration origins (the backtest command's tuning
+    mode fits every candidate's origins once, then scores each with ``Calibration.only``)."""
     scope = _Scope.build(history, components)
     n = len(scope.history)
     if np.isfinite(scope.history.to_numpy()).sum() < 2:
@@ -375,7 +404,7 @@ def fit_forecast(
     rng = np.random.default_rng(seed)
     center, recurring, paths, charges = _fit_once(scope, n, HORIZON_MAX, rng)
     calibration = (
-        _calibrate(scope, rng, paths.params, calibration_origins) if calibrate else Calibration()
+        _calibrate(scope, rng, paths.params, calibration_leads) if calibrate else Calibration()
     )
     return FittedForecast(
         first_day=(scope.history.index[-1] + pd.Timedelta(days=1)).date(),
@@ -385,7 +414,7 @@ def fit_forecast(
         offset=paths.offset,
         log_sd=paths.log_sd,
         usage_total=_usage_total(paths),
-        total_log_sd=_total_log_sd(paths),
+        total_log_sd=_total_log_sd(paths, recurring),
         recurring_charges=charges,
         calibration=calibration,
     )
@@ -420,12 +449,14 @@ def _calibrated(fit: FittedForecast, horizon: int, level: float) -> dict:
             "z": (-wide, wide), "log_half": wide * sim_sd, "origins": 0, "level_error": 0.0,
             "method": "uncalibrated: too little history to backtest, simulated spread widened",
         }
+    leads = fit.calibration.leads
     return {
         "z": daily, "log_half": spread.log_half_width(sim_sd, level),
         "origins": fit.calibration.origins, "level_error": round(spread.tau, 4),
         "method": "daily: split-conformal scaling of simulated paths; total: spread of "
         "simulated path totals, scaled and widened by a level error fitted on "
-        "rolling-origin backtests, width from split-conformal scores of those backtests",
+        f"rolling-origin backtests from {int(leads.min())} to {int(leads.max())} days "
+        "before the last complete day, width from split-conformal scores of those backtests",
     }
 
 

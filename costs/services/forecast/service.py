@@ -74,40 +74,41 @@ def _cache_key(organization, provider, providers, last_day: date) -> str:
     """One key per scope, data version of every provider in it, and last complete day.
     The version prefix changes whenever the cached ``FittedForecast`` does (v2: totals
     calibrated in log space; v3: 12 calibration origins, daily scores keep their origin;
-    v4: median of the simulated totals, conformal total width),
-    so a deploy never unpickles an older fit."""
+    v4: median of the simulated totals, conformal total width; v5: calibration origins
+    spread back on a geometric grid, each origin's lead kept), so a deploy never
+    unpickles an older fit."""
     import hashlib
     import json
 
     state = json.dumps([last_day.isoformat(), _provider_state(providers)])
     digest = hashlib.sha256(state.encode()).hexdigest()[:40]
     scope = provider.id if provider is not None else "all"
-    return f"forecast:v4:{organization.id}:{scope}:{digest}"
+    return f"forecast:v5:{organization.id}:{scope}:{digest}"
 
 
-def _observed_days(providers, records: dict[int, set[date]], days: pd.DatetimeIndex) -> np.ndarray:
+def _observed_days(
+    providers, records: dict[int, pd.DatetimeIndex], days: pd.DatetimeIndex
+) -> np.ndarray:
     """Which days of the scope's total are known. A provider knows a day it has records
     for or that its syncs covered (no records there: nothing was spent). Before a
     provider's first known day, and after its last while it is still connected, its part
     is missing, so the total is too; a disconnected provider simply stopped spending."""
-    known = np.ones(len(days), dtype=bool)
-    stamps = days.date
-    with_data = [p for p in providers if records.get(p.id) or p.coverage_start is not None]
+    with_data = [p for p in providers if len(records.get(p.id, ())) or p.coverage_start]
     if not with_data:
         return np.zeros(len(days), dtype=bool)
+    known = np.ones(len(days), dtype=bool)
     for p in with_data:
-        have = records.get(p.id, set())
-        first = min(filter(None, [p.coverage_start, min(have, default=None)]))
-        last = max(filter(None, [p.coverage_end, max(have, default=None)]))
-        covered = np.array(
-            [
-                day in have
-                or (p.coverage_start is not None and p.coverage_start <= day <= (p.coverage_end or day))
-                or (day > last and not p.is_active)
-                for day in stamps
-            ]
-        )
-        known &= covered & (np.array([day >= first for day in stamps]))
+        have = records.get(p.id, pd.DatetimeIndex([]))
+        start = pd.Timestamp(p.coverage_start) if p.coverage_start else None
+        end = pd.Timestamp(p.coverage_end) if p.coverage_end else None
+        first = min(day for day in (start, have.min() if len(have) else None) if day is not None)
+        last = max(day for day in (end, have.max() if len(have) else None) if day is not None)
+        covered = days.isin(have)
+        if start is not None:
+            covered |= (days >= start) & ((days <= end) if end is not None else True)
+        if not p.is_active:
+            covered |= days > last
+        known &= covered & (days >= first)
     return known
 
 
@@ -116,34 +117,34 @@ def _scope_history(
 ) -> tuple[pd.Series, dict[str, pd.Series]]:
     """The scope's daily total and its (provider, service) components from the first
     known day (at most ``TRAIN_WINDOW_DAYS`` back) to ``last_day``; NaN where missing."""
-    from costs.selectors import daily_component_totals, daily_totals
+    from costs.selectors import daily_component_totals
 
     start = last_day - timedelta(days=TRAIN_WINDOW_DAYS - 1)
     rows = daily_component_totals(
         organization=organization, provider=provider, start=start, end=last_day
     )
-    totals = dict(
-        daily_totals(organization=organization, provider=provider, start=start, end=last_day)
-    )
-    records: dict[int, set[date]] = {}
-    for day, provider_id, _service, _total in rows:
-        records.setdefault(provider_id, set()).add(day)
+    frame = pd.DataFrame(rows, columns=["day", "provider", "service", "amount"])
+    frame["day"] = pd.DatetimeIndex(frame["day"])
+    records = {
+        provider_id: pd.DatetimeIndex(group.unique())
+        for provider_id, group in frame.groupby("provider")["day"]
+    }
     days = pd.date_range(start, last_day)
     known = _observed_days(providers, records, days)
     if not known.any():
         return pd.Series(dtype=float), {}
     days, known = days[int(np.argmax(known)) :], known[int(np.argmax(known)) :]
-    total = pd.Series([float(totals.get(day, 0)) for day in days.date], index=days)
+    frame["name"] = frame["provider"].astype(str) + ":" + frame["service"]
+    frame["amount"] = frame["amount"].astype(float)
+    if frame.empty:
+        table = pd.DataFrame(index=days, dtype=float)
+    else:
+        table = frame.pivot_table(index="day", columns="name", values="amount", aggfunc="sum")
+        table = table.reindex(days).fillna(0.0)
+    table[~known] = np.nan
+    total = table.sum(axis=1, min_count=1) if len(table.columns) else pd.Series(0.0, index=days)
     total[~known] = np.nan
-    table: dict[str, dict[pd.Timestamp, float]] = {}
-    for day, provider_id, service, amount in rows:
-        table.setdefault(f"{provider_id}:{service}", {})[pd.Timestamp(day)] = float(amount)
-    components = {}
-    for name, values in table.items():
-        series = pd.Series(values, dtype=float).reindex(days).fillna(0.0)
-        series[~known] = np.nan
-        components[name] = series
-    return total, components
+    return total, {name: table[name] for name in table.columns}
 
 
 def _insufficient(available: int) -> None:
