@@ -1,11 +1,13 @@
 """Forecast benchmark: rolling-origin backtests against two baselines, and speed.
 
     .venv/bin/python bench/forecast.py [--seeds 1 2 3] [--origins 30] [--spacing 10]
-        [--offset 0] [--calibration-origins 8 12 16] [--jobs 2] [--skip-speed]
+        [--offset 0] [--tune] [--jobs 2] [--skip-speed]
 
 The report in docs/benchmarks.md: ``--seeds 1 2 3 4 5 6 --origins 50 --spacing 6
---skip-speed``; the tuning runs: ``--seeds 11 12 13 14 15 16 --offset 3
---calibration-origins 8 10 12 16 --skip-speed``; the speed part alone, at a load average
+--skip-speed``; the wider Peyton Manning evaluation: ``--seeds --origins 160 --spacing 7
+--skip-speed``; the tuning runs: ``--seeds 11 12 13 14 15 16 --origins 30 --spacing 10
+--offset 3 --tune --skip-speed --peyton /nonexistent`` and ``--seeds --origins 144
+--spacing 7 --offset 1120 --tune --skip-speed``; the speed part alone, at a load average
 under 0.5: ``--seeds 1 --origins 0 --peyton /nonexistent``.
 
 Runs ``manage.py backtest_forecast`` (see its docstring for the method) on PostgreSQL:

@@ -8,8 +8,8 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db.models import QuerySet, Sum
-from django.db.models.functions import TruncMonth, TruncWeek
+from django.db.models import FloatField, QuerySet, Sum
+from django.db.models.functions import Cast, TruncMonth, TruncWeek
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -186,29 +186,6 @@ def cost_trend(
     return Trend(currency=currency, buckets=buckets)
 
 
-def daily_totals(
-    *,
-    organization: Organization,
-    provider: Provider | None = None,
-    service: str | None = None,
-    start: date | None = None,
-    end: date | None = None,
-) -> list[tuple[date, Decimal]]:
-    """(day, billed total) for each day that has records, oldest first."""
-    qs = _records(organization=organization, provider=provider)
-    if service is not None:
-        qs = qs.filter(service=service)
-    if start is not None:
-        qs = qs.filter(day__gte=start)
-    if end is not None:
-        qs = qs.filter(day__lte=end)
-    return list(
-        qs.values("day").annotate(total=Sum("billed_amount")).order_by("day").values_list(
-            "day", "total"
-        )
-    )
-
-
 def provider_service_daily_totals(
     *, provider: Provider, start: date, end: date
 ) -> list[tuple[date, str, str, Decimal]]:
@@ -253,9 +230,10 @@ def daily_component_totals(
     provider: Provider | None = None,
     start: date | None = None,
     end: date | None = None,
-) -> list[tuple[date, int, str, Decimal]]:
+) -> list[tuple[date, int, str, float]]:
     """(day, provider id, service, billed total) for each day, provider and service that
-    has records, oldest first."""
+    has records, oldest first. The totals are floats, summed exactly by the database and
+    rounded once: the forecast, their only reader, works in floats."""
     qs = _records(organization=organization, provider=provider)
     if start is not None:
         qs = qs.filter(day__gte=start)
@@ -263,7 +241,7 @@ def daily_component_totals(
         qs = qs.filter(day__lte=end)
     return list(
         qs.values("day", "provider_id", "service")
-        .annotate(total=Sum("billed_amount"))
+        .annotate(total=Cast(Sum("billed_amount"), FloatField()))
         .order_by("day", "provider_id", "service")
         .values_list("day", "provider_id", "service", "total")
     )
