@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from rest_framework import permissions
 
-from accounts.models import ApiKey, Membership, Organization
-
-
-def request_membership(request) -> Membership:
-    return request.auth.membership
+from accounts.models import ApiKey, Organization
 
 
 def request_org(request) -> Organization:

@@ -9,7 +9,6 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import ApiKey, Membership, Organization
@@ -49,12 +48,6 @@ def api_key_create(
         expires_at=expires_at,
     )
     return api_key, raw_key
-
-
-def api_key_revoke(*, api_key: ApiKey) -> None:
-    if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at"])
 
 
 @transaction.atomic

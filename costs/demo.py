@@ -67,16 +67,6 @@ class DemoDataset:
     rows: list[DemoRow] = field(default_factory=list)
     spikes: list[Spike] = field(default_factory=list)
 
-    def daily_totals(self, provider: str | None = None, service: str | None = None):
-        totals: dict[date, Decimal] = {}
-        for row in self.rows:
-            if provider and row.provider != provider:
-                continue
-            if service and row.service != service:
-                continue
-            totals[row.day] = totals.get(row.day, Decimal(0)) + row.billed
-        return dict(sorted(totals.items()))
-
 
 _US = ("us-east-1", "us-west-2")
 _EU = ("eu-west-1", "eu-central-1")

@@ -41,10 +41,6 @@ def _pct(value: float) -> Decimal:
     return Decimal(repr(float(value))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
 
 
-def _day_range(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
 # --------------------------------------------------------------------------------------
 # The service: read through selectors, judge, upsert
 # --------------------------------------------------------------------------------------

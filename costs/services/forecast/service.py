@@ -135,7 +135,6 @@ def _scope_history(
         return pd.Series(dtype=float), {}
     days, known = days[int(np.argmax(known)) :], known[int(np.argmax(known)) :]
     frame["name"] = frame["provider"].astype(str) + ":" + frame["service"]
-    frame["amount"] = frame["amount"].astype(float)
     if frame.empty:
         table = pd.DataFrame(index=days, dtype=float)
     else:
