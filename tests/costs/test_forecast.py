@@ -254,7 +254,7 @@ def test_forecast_series_never_goes_below_zero_on_a_decline():
 
 def test_forecast_total_spread_recovers_scale_and_level_error():
     # Backtest totals whose log errors have sd sqrt((1.5 s)^2 + 0.04^2): the fit finds
-    # both parts, and each origin's score is its root mean square standardized miss.
+    # both parts from every length.
     rng = np.random.default_rng(3)
     origins, days = np.repeat(np.arange(40), 12), np.tile(np.arange(7, 85, 7), 40)
     sim_sd = 0.002 * np.sqrt(days)
@@ -263,8 +263,23 @@ def test_forecast_total_spread_recovers_scale_and_level_error():
     assert 1.2 < spread.kappa < 1.9
     assert 0.03 < spread.tau < 0.05
     assert len(spread.scores) == 40
-    # Normal misses scored by their own sd: the rms of 12 squared standard normals.
-    assert 0.85 < np.median(spread.scores) < 1.15
+    # Normal misses scored by their own sd: |standard normal|, median 0.67.
+    assert 0.5 < np.median(spread.scores) < 0.85
+
+
+def test_forecast_total_scores_each_origin_on_its_longest_total():
+    # An origin whose short totals were right and whose long ones missed (a trend that
+    # bent after a month) scores as badly as its long miss, not as the average of its
+    # lengths; an origin nearer than the horizon scores on all of its holdout. Rows in
+    # any order.
+    sim_sd = 0.01
+    rows = [(1, 7, 0.0), (1, 14, 0.001), (1, 84, 0.08), (1, 28, 0.002),
+            (2, 7, 0.01), (2, 14, -0.03),
+            (3, 84, -0.01), (3, 7, 0.05)]
+    rows = np.array([(o, d, r, sim_sd) for o, d, r in rows])
+    spread = fit_total_spread(rows[np.random.default_rng(0).permutation(len(rows))])
+    sd = float(spread.sd(sim_sd))
+    assert spread.scores == pytest.approx([0.08 / sd, 0.03 / sd, 0.01 / sd])
 
 
 def test_forecast_total_width_is_the_conformal_quantile_of_the_origin_scores():
@@ -332,6 +347,34 @@ def test_forecast_calibration_origins_spread_back_but_keep_most_of_the_training(
     assert set(kept.daily[:, 2]) == {1, 2} and list(kept.total[:, 0]) == [1, 2]
     assert list(kept.total[:, 2]) == [0.01, 0.03]
     assert calibration.only([7, 14, 28, 42, 56]).origins == 3
+
+
+@pytest.mark.parametrize("days, yearly", [(800, True), (700, False)])
+def test_forecast_backtests_fit_the_forecasts_own_model_and_score_each_horizon(monkeypatch, days, yearly):
+    # A forecast with two years of history has yearly seasonality; its backtests must fit
+    # that model too, even from an origin with less than two years (lead 140 of 800
+    # days): a model without it misses differently and would set the width.
+    import prophet
+
+    seen = []
+
+    class Recording(prophet.Prophet):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs["yearly_seasonality"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(prophet, "Prophet", Recording)
+    index = pd.date_range("2022-01-01", periods=days)
+    t = np.arange(days)
+    values = 100 * np.exp(0.3 * np.sin(2 * np.pi * t / 365.25) + 0.1 * (index.day_of_week < 5))
+    fit = forecast_model.fit_forecast(pd.Series(values, index=index), calibration_leads=[14, 140])
+    assert list(fit.calibration.leads) == [14, 140]
+    assert seen == [yearly, yearly, yearly]
+    # Each backtest's totals: every whole week of its holdout and each horizon's exact
+    # length it saw (the nearer origin saw 14 days; the other all 90).
+    total = fit.calibration.total
+    assert list(total[total[:, 0] == 1, 1]) == [7, 14]
+    assert list(total[total[:, 0] == 2, 1]) == sorted({*range(7, 91, 7), 30, 60, 90})
 
 
 def test_forecast_stan_data_is_written_with_ujson():

@@ -14,12 +14,17 @@ share the two parameters instead of each getting a noisy quantile of its own.
 
 How wide the interval is in units of ``sd(d)`` is then set by split-conformal
 prediction over the origins (normalized conformal scores): each calibration origin is
-one replicate of the whole forecast, scored by the root mean square of its standardized
-misses ``|r| / sd(d)`` over its lengths; the interval's half-width is the
-split-conformal ``level`` quantile of those scores (rank ``ceil((n + 1) level)``) times
-``sd`` of the horizon. Real spend is not normal in log space (Peyton Manning's misses
-have fat tails): the scores carry tails a normal or t quantile misses, and the rank
-needs no distributional assumption.
+one replicate of the whole forecast, scored by its standardized miss ``|r| / sd(d)`` on
+its longest total, the horizon's own length or, for an origin nearer than the horizon,
+all of its holdout (the error model only translates that length to the horizon's). The
+interval's half-width is the split-conformal ``level`` quantile of those scores (rank
+``ceil((n + 1) level)``) times ``sd`` of the horizon. Scoring every origin on its
+shortest totals too (an average over its lengths) lets 7-day misses set a 90-day width:
+long totals miss in ways short ones do not show (regime changes, a trend that bends),
+and such widths covered 70-75% of 90-day totals (docs/benchmarks.md, session 4). Real
+spend is not normal in log space (Peyton Manning's misses have fat tails): the scores
+carry tails a normal or t quantile misses, and the rank needs no distributional
+assumption.
 """
 
 from __future__ import annotations
@@ -95,10 +100,13 @@ def fit_total_spread(rows: np.ndarray) -> TotalSpread:
     loglik = -0.5 * np.sum(np.log(variance) + ratio**2 / variance, axis=2)
     k, t = np.unravel_index(int(np.argmax(loglik)), loglik.shape)
     spread = TotalSpread(float(KAPPA_GRID[k]), float(TAU_GRID[t]), np.zeros(0))
-    standardized = ratio**2 / np.maximum(spread.sd(sim_sd), 1e-9) ** 2
-    origins = rows[:, 0]
-    scores = np.array([np.sqrt(standardized[origins == o].mean()) for o in np.unique(origins)])
-    return TotalSpread(spread.kappa, spread.tau, scores)
+    standardized = np.abs(ratio) / np.maximum(spread.sd(sim_sd), 1e-9)
+    # Each origin's score is its miss on its longest total (rows are in order of length
+    # within an origin, but sorting keeps that from being an assumption).
+    order = np.lexsort((rows[:, 1], rows[:, 0]))
+    origins = rows[order, 0]
+    last = np.flatnonzero(np.append(origins[1:] != origins[:-1], True))
+    return TotalSpread(spread.kappa, spread.tau, standardized[order][last])
 
 
 def conformal(scores: np.ndarray, q: float) -> float:

@@ -12,15 +12,16 @@ The model, in the order it runs (``fit_forecast``):
 3. Future paths are simulated: Prophet's own trend draws (future changepoints) plus a
    block bootstrap of the in-sample residuals, which keeps their day-to-day correlation,
    so the total of a path varies as real totals do (not as a sum of independent days).
-4. The width is calibrated on the scope's own history: the same procedure is re-run
-   from up to 9 earlier origins, 2 weeks to 2 years back (rolling-origin backtests; see
-   ``CALIBRATION_ORIGINS``), and the real outcomes are
-   scored against the simulated spread. Daily bounds: split-conformal quantiles of the
-   standardized daily log errors. Totals: a log error whose sd is the simulated paths'
-   spread scaled by ``kappa`` plus a relative level error ``tau`` (days average out
-   over a horizon, a level that is off does not), both fitted by maximum likelihood on
-   the backtests' totals; the width in those sds is the split-conformal quantile of the
-   origins' standardized misses (see ``calibration``).
+4. The width is calibrated on the scope's own history: the same procedure, with the
+   same model (yearly seasonality included when the forecast has it), is re-run from
+   up to 9 earlier origins, 2 weeks to 2 years back (rolling-origin backtests; see
+   ``CALIBRATION_ORIGINS``), and the real outcomes are scored against the simulated
+   spread. Daily bounds: split-conformal quantiles of the standardized daily log
+   errors. Totals: a log error whose sd is the simulated paths' spread scaled by
+   ``kappa`` plus a relative level error ``tau`` (days average out over a horizon, a
+   level that is off does not), both fitted by maximum likelihood on the backtests'
+   totals; the width in those sds is the split-conformal quantile of the origins'
+   standardized misses on their longest totals (see ``calibration``).
 
 The result of steps 1-4 does not depend on the horizon or the level, so one fit (cached
 per scope and data version) answers 30, 60 and 90 days at any level
@@ -70,9 +71,12 @@ RESIDUAL_WINDOW_DAYS = 365
 # each backtest at least ``CALIBRATION_TRAIN_SHARE`` of the forecast's own training days:
 # origins spread over up to two years see the seasons and regime changes a recent half
 # year misses (real data), but a fit on much less history than the forecast's misses
-# more than the forecast will (synthetic data); the geometric grid keeps most origins
-# recent. Chosen on tuning data only (docs/benchmarks.md, "Forecasts", session 3). Each
-# origin costs a warm-started, capped fit (~0.1 s of a first forecast).
+# more than the forecast will; the geometric grid keeps most origins recent. Chosen on
+# tuning data only (docs/benchmarks.md, "Forecasts", session 3). Each origin costs a
+# warm-started, capped fit (~0.1 s of a first forecast). A backtest fits the forecast's
+# own model: yearly seasonality when the forecast has it, even with under two years of
+# training (without it, the demo's backtests missed by half as much again as its
+# forecasts did, and every daily band came out too wide; session 4).
 CALIBRATION_ORIGINS = 9
 CALIBRATION_FIRST_LEAD = 14
 CALIBRATION_MAX_LEAD = 728
@@ -80,6 +84,8 @@ CALIBRATION_TRAIN_SHARE = 0.55
 SHORT_CALIBRATION_LEADS = (7, 14, 21, 28)
 CALIBRATION_MIN_TRAIN_DAYS = 28
 CALIBRATION_MIN_ORIGINS = 2
+# Backtest totals are scored over the first 7, 14, 21... days and over each horizon's
+# exact length: an origin is scored on the horizon's own total wherever it saw one.
 TOTAL_SCORE_STEP = 7
 # Calibration fits start from the previous origin's parameters (nearly the same data) and
 # stop after this many L-BFGS iterations: on the benchmark scopes the forecasts then match
@@ -124,6 +130,7 @@ class _UsagePaths:
     log_sd: np.ndarray  # (H,) spread of the simulated log deviations per day
     offset: float  # c in log(usage + c)
     params: dict | None = None  # the fitted parameters, to warm-start later fits
+    yearly: bool = False  # whether the fit had yearly seasonality
 
 
 def _usage_paths(
@@ -132,8 +139,10 @@ def _usage_paths(
     rng: np.random.Generator,
     init: dict | None = None,
     fit_args: dict | None = None,
+    yearly: bool | None = None,
 ) -> _UsagePaths:
-    """Prophet on log(usage + c) and ``SIMULATIONS`` simulated future paths."""
+    """Prophet on log(usage + c) and ``SIMULATIONS`` simulated future paths; yearly
+    seasonality when two years of history exist, unless ``yearly`` says otherwise."""
     usage = usage.iloc[-TRAIN_WINDOW_DAYS:]
     values = usage.to_numpy(dtype=float)
     observed = np.isfinite(values)
@@ -147,7 +156,8 @@ def _usage_paths(
     offset = max(0.01 * float(np.median(positive)), 1e-6)
     frame = pd.DataFrame({"ds": usage.index, "y": np.log(np.clip(values, 0, None) + offset)})
     frame = frame[observed].reset_index(drop=True)
-    yearly = (usage.index[-1] - frame["ds"].iloc[0]).days + 1 >= YEARLY_MIN_DAYS
+    if yearly is None:
+        yearly = (usage.index[-1] - frame["ds"].iloc[0]).days + 1 >= YEARLY_MIN_DAYS
     model, fitted = _fit_prophet(frame, future, yearly, init, fit_args)
     recent = frame.iloc[-RESIDUAL_WINDOW_DAYS:]
     center_log = fitted["yhat"].to_numpy()[-horizon:]
@@ -159,7 +169,7 @@ def _usage_paths(
     center = np.clip(np.exp(center_log) - offset, 0, None)
     params = {name: np.ravel(model.params[name]) for name in ("k", "m", "sigma_obs", "delta", "beta")}
     params = {name: (float(v[0]) if name in ("k", "m", "sigma_obs") else v) for name, v in params.items()}
-    return _UsagePaths(center, paths, deviations.std(axis=0), offset, params)
+    return _UsagePaths(center, paths, deviations.std(axis=0), offset, params, yearly)
 
 
 def _fit_prophet(
@@ -292,6 +302,7 @@ def _fit_once(
     rng: np.random.Generator,
     init: dict | None = None,
     fit_args: dict | None = None,
+    yearly: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, _UsagePaths, list[RecurringCharge]]:
     """One fit on the first ``until`` days of the scope: recurring charges + usage paths."""
     history = scope.history.iloc[:until]
@@ -299,7 +310,7 @@ def _fit_once(
     charges, explained = detect_recurring(scope.components, until=until, jumps=scope.jumps)
     usage = history if explained is None else (history - explained).clip(lower=0)
     recurring = _recurring_future(charges, future)
-    paths = _usage_paths(usage, horizon, rng, init, fit_args)
+    paths = _usage_paths(usage, horizon, rng, init, fit_args, yearly)
     return paths.center + recurring, recurring, paths, charges
 
 
@@ -329,10 +340,16 @@ def _calibration_leads(n: int, count: int | None = None, share: float | None = N
 
 
 def _calibrate(
-    scope: _Scope, rng: np.random.Generator, init: dict | None, leads: list[int] | None = None
+    scope: _Scope,
+    rng: np.random.Generator,
+    init: dict | None,
+    leads: list[int] | None = None,
+    yearly: bool | None = None,
 ) -> Calibration:
     """Rolling-origin backtests of the whole procedure on the scope's own history: from
-    each origin, score what happened against the spread of the simulated paths."""
+    each origin, score what happened against the spread of the simulated paths. Every
+    backtest fits the forecast's own model (``yearly``: its yearly seasonality, even where
+    a backtest has less than two years)."""
     history = scope.history.to_numpy()
     n = len(history)
     daily, total, origins, used = [], [], 0, []
@@ -343,7 +360,7 @@ def _calibrate(
             continue
         steps = len(actual)
         _, recurring, paths, _ = _fit_once(
-            scope, until, steps, rng, init, CALIBRATION_FIT_ARGS
+            scope, until, steps, rng, init, CALIBRATION_FIT_ARGS, yearly
         )
         init = paths.params  # the next origin's data is nearly the same: start from here
         origins += 1
@@ -356,7 +373,8 @@ def _calibrate(
         daily.extend((step + 1, value, origins) for step, value in enumerate(z) if ok[step])
         log_sd = _total_log_sd(paths, recurring)
         projected = _usage_total(paths) + np.cumsum(recurring)
-        for days in range(TOTAL_SCORE_STEP, steps + 1, TOTAL_SCORE_STEP):
+        lengths = {*range(TOTAL_SCORE_STEP, steps + 1, TOTAL_SCORE_STEP), *HORIZONS}
+        for days in sorted(length for length in lengths if length <= steps):
             if ok[:days].all():
                 pad = paths.offset * days
                 ratio = math.log((actual[:days].sum() + pad) / (projected[days - 1] + pad))
@@ -404,7 +422,9 @@ def fit_forecast(
     rng = np.random.default_rng(seed)
     center, recurring, paths, charges = _fit_once(scope, n, HORIZON_MAX, rng)
     calibration = (
-        _calibrate(scope, rng, paths.params, calibration_leads) if calibrate else Calibration()
+        _calibrate(scope, rng, paths.params, calibration_leads, paths.yearly)
+        if calibrate
+        else Calibration()
     )
     return FittedForecast(
         first_day=(scope.history.index[-1] + pd.Timedelta(days=1)).date(),
@@ -456,7 +476,8 @@ def _calibrated(fit: FittedForecast, horizon: int, level: float) -> dict:
         "method": "daily: split-conformal scaling of simulated paths; total: spread of "
         "simulated path totals, scaled and widened by a level error fitted on "
         f"rolling-origin backtests from {int(leads.min())} to {int(leads.max())} days "
-        "before the last complete day, width from split-conformal scores of those backtests",
+        "before the last complete day with the forecast's own model, width from "
+        "split-conformal scores of their longest totals",
     }
 
 
