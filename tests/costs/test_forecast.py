@@ -117,10 +117,10 @@ def test_forecast_response_shape_and_invariants(api, aws):
     # The total's interval comes from simulated paths: far narrower than adding up the
     # daily bounds, which would assume every day misses in the same direction.
     assert interval["high"] - interval["low"] < sum(d["upper"] - d["lower"] for d in days) / 2
-    # 120 days of history: 6 backtests, 14 to 49 days back (each keeps >= 55% of them).
-    assert body["calibration"]["backtest_origins"] == 6
+    # 120 days of history: 5 backtests, 14 to 42 days back (each keeps >= 60% of them).
+    assert body["calibration"]["backtest_origins"] == 5
     assert "conformal" in body["calibration"]["method"]
-    assert "from 14 to 49 days before the last complete day" in body["calibration"]["method"]
+    assert "from 14 to 42 days before the last complete day" in body["calibration"]["method"]
     # The series sits near 100/day on weekdays: the forecast must too.
     weekday = [d["amount"] for d in days if date.fromisoformat(d["date"]).weekday() < 5]
     assert Decimal(95) < sum(weekday) / len(weekday) < Decimal(130)

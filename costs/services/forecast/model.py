@@ -72,7 +72,7 @@ RESIDUAL_WINDOW_DAYS = 365
 # origins spread over up to two years see the seasons and regime changes a recent half
 # year misses (real data), but a fit on much less history than the forecast's misses
 # more than the forecast will; the geometric grid keeps most origins recent. Chosen on
-# tuning data only (docs/benchmarks.md, "Forecasts", session 3). Each origin costs a
+# tuning data only (docs/benchmarks.md, "Forecasts", sessions 3 and 4). Each origin costs a
 # warm-started, capped fit (~0.1 s of a first forecast). A backtest fits the forecast's
 # own model: yearly seasonality when the forecast has it, even with under two years of
 # training (without it, the demo's backtests missed by half as much again as its
@@ -80,7 +80,7 @@ RESIDUAL_WINDOW_DAYS = 365
 CALIBRATION_ORIGINS = 9
 CALIBRATION_FIRST_LEAD = 14
 CALIBRATION_MAX_LEAD = 728
-CALIBRATION_TRAIN_SHARE = 0.55
+CALIBRATION_TRAIN_SHARE = 0.6
 SHORT_CALIBRATION_LEADS = (7, 14, 21, 28)
 CALIBRATION_MIN_TRAIN_DAYS = 28
 CALIBRATION_MIN_ORIGINS = 2
