@@ -352,7 +352,7 @@ def _calibrate(
     a backtest has less than two years)."""
     history = scope.history.to_numpy()
     n = len(history)
-    daily, total, origins, used = [], [], 0, []
+    daily, total, used = [], [], []
     for lead in _calibration_leads(n) if leads is None else sorted(leads):
         until = n - lead
         actual = history[until : until + HORIZON_MAX]
@@ -363,14 +363,14 @@ def _calibrate(
             scope, until, steps, rng, init, CALIBRATION_FIT_ARGS, yearly
         )
         init = paths.params  # the next origin's data is nearly the same: start from here
-        origins += 1
         used.append(lead)
+        origin = len(used)
         ok = np.isfinite(actual)
         usage_actual = np.clip(np.nan_to_num(actual) - recurring, 0, None)
         z = np.log((usage_actual + paths.offset) / (paths.center + paths.offset)) / np.maximum(
             paths.log_sd, 1e-9
         )
-        daily.extend((step + 1, value, origins) for step, value in enumerate(z) if ok[step])
+        daily.extend((step + 1, value, origin) for step, value in enumerate(z) if ok[step])
         log_sd = _total_log_sd(paths, recurring)
         projected = _usage_total(paths) + np.cumsum(recurring)
         lengths = {*range(TOTAL_SCORE_STEP, steps + 1, TOTAL_SCORE_STEP), *HORIZONS}
@@ -378,9 +378,9 @@ def _calibrate(
             if ok[:days].all():
                 pad = paths.offset * days
                 ratio = math.log((actual[:days].sum() + pad) / (projected[days - 1] + pad))
-                total.append((origins, days, ratio, log_sd[days - 1]))
+                total.append((origin, days, ratio, log_sd[days - 1]))
     return Calibration(
-        origins, np.array(daily).reshape(-1, 3), np.array(total).reshape(-1, 4), np.array(used)
+        len(used), np.array(daily).reshape(-1, 3), np.array(total).reshape(-1, 4), np.array(used)
     )
 
 

@@ -141,7 +141,7 @@ def _scope_history(
         table = frame.pivot_table(index="day", columns="name", values="amount", aggfunc="sum")
         table = table.reindex(days).fillna(0.0)
     table[~known] = np.nan
-    total = table.sum(axis=1, min_count=1) if len(table.columns) else pd.Series(0.0, index=days)
+    total = table.sum(axis=1) if len(table.columns) else pd.Series(0.0, index=days)
     total[~known] = np.nan
     return total, {name: table[name] for name in table.columns}
 
