@@ -301,7 +301,7 @@ def test_forecast_total_width_is_the_conformal_quantile_of_the_origin_scores():
     assert fat.log_half_width(0.01, 0.95) > fat.log_half_width(0.01, 0.8)
 
 
-def test_forecast_total_width_beyond_what_the_origins_can_show_grows_like_a_normal_tail():
+def test_forecast_total_width_beyond_what_the_origins_can_show_grows_like_a_fat_tail():
     # 9 origins show levels up to 9/10: at 0.8 the width is the 8th smallest score, at
     # 0.9 the largest; a 0.95 interval must be wider than every miss seen, not capped at
     # the largest (which would make 0.95 and 0.99 the same interval).
@@ -311,8 +311,12 @@ def test_forecast_total_width_beyond_what_the_origins_can_show_grows_like_a_norm
     assert spread.log_half_width(1.0, 0.9) == 9.0
     wider, widest = spread.log_half_width(1.0, 0.95), spread.log_half_width(1.0, 0.99)
     assert 9.0 < wider < widest
-    # As a normal tail grows from its 0.9 to its 0.95 two-sided quantile (1.645 -> 1.960).
-    assert wider == pytest.approx(9.0 * 1.959964 / 1.644854, rel=1e-6)
+    # As the tail of Student's t with 2 degrees of freedom grows from its 0.9 to its
+    # 0.95 and 0.99 two-sided quantiles (tables: 2.919986, 4.302653, 9.924843), well
+    # beyond a normal tail (1.645 -> 1.960, 2.576).
+    assert wider == pytest.approx(9.0 * 4.302653 / 2.919986, rel=1e-6)
+    assert widest == pytest.approx(9.0 * 9.924843 / 2.919986, rel=1e-6)
+    assert wider > 9.0 * 1.959964 / 1.644854
 
 
 def test_forecast_calibration_origins_spread_back_but_keep_most_of_the_training():
@@ -482,3 +486,30 @@ def test_backtest_tuning_candidates_include_the_production_rule():
     assert tune_candidates(730)["session 2: 12 in the last half year"] == [
         14, 28, 49, 70, 91, 119, 147, 182, 35, 105, 21, 63
     ]
+
+
+def test_backtest_scores_every_requested_level_from_the_same_fit(monkeypatch):
+    from costs.management.commands import backtest_forecast as backtest
+
+    days = pd.date_range("2024-01-01", periods=211)  # 121 days, then 90 to score
+    weekly = 100 + 20 * (days.day_of_week < 5)
+    series = pd.Series(weekly * np.exp(np.random.default_rng(3).normal(0, 0.1, 211)), days)
+    monkeypatch.setitem(backtest._DATASETS, "synthetic", (series, None))
+    monkeypatch.setattr(backtest, "_LEVELS", [0.8, 0.95])
+    fits = forecast_model.FIT_COUNTER["fits"]
+    name, result, _ = backtest.backtest_origin(("synthetic", "2024-04-30"))
+    calibration_fits = len(forecast_model._calibration_leads(121))
+    assert forecast_model.FIT_COUNTER["fits"] - fits == 1 + calibration_fits  # one fit
+    accumulated: dict = {}
+    backtest._accumulate(accumulated, result)
+    lines = backtest._table([(name, accumulated)])
+    rows = {line.split(" | ")[2]: line for line in lines if "| 30 |" in line}
+    assert set(rows) == {
+        "model", "model, 95%", "seasonal naive", "seasonal naive, 95%", "Koku linear"
+    }
+    assert "of 80%" in rows["model"] and "of 95%" in rows["model, 95%"]
+    assert "of 95%" in rows["Koku linear"]
+    # The same fit at a higher level: same point forecast, wider intervals.
+    narrow, wide = result[30]["model"], result[30]["model, 95%"]
+    assert narrow["ape"] == wide["ape"]
+    assert sum(narrow["covered"]) <= sum(wide["covered"])

@@ -1,8 +1,8 @@
 """Rolling-origin backtests of the cost forecast against two baselines, and its speed.
 
     python manage.py backtest_forecast [--seeds 1 2 3] [--origins 30] [--spacing 10]
-                                       [--offset 0] [--tune] [--peyton PATH] [--jobs 2]
-                                       [--skip-speed]
+                                       [--offset 0] [--levels 0.8] [--tune] [--peyton PATH]
+                                       [--jobs 2] [--skip-speed]
 
 Datasets: the demo generator (``costs.demo``) at each seed, 1,100 days, forecast from
 its (provider, service) components like the service does; and, when the file is there,
@@ -19,6 +19,9 @@ From each origin (the last one 90 + ``--offset`` days before the end, then every
 * Koku's linear forecast: ordinary least squares on the last 30 days after dropping
   1.5 IQR outliers, 95% prediction band (clamped at 0); the total's band adds the daily
   bounds.
+
+``--levels 0.8 0.95 0.99`` scores the model's and the seasonal naive's intervals at each
+level from the same fits (rows "model, 95%"; Koku's band stays at its own 95%).
 
 Columns: MAPE of daily amounts (days with spend), mean absolute error of the projected
 total, empirical coverage of the daily bands and of the total's band (origins whose
@@ -75,6 +78,7 @@ FIRST_REPEATS = 3
 
 _DATASETS: dict[str, tuple[pd.Series, dict[str, pd.Series] | None]] = {}
 _TUNING: list[bool] = []  # [True] in tuning mode (read by the forked workers)
+_LEVELS: list[float] = [LEVEL]  # the report's interval levels (read by the workers)
 TUNE_SHARES = (0.5, 0.55, 0.6, 0.65, 0.7)
 TUNE_COUNTS = (9, 12, 14, 16)
 TUNE_LEVELS = (0.8, 0.95)
@@ -168,9 +172,14 @@ def koku_linear(history: pd.Series, horizon: int, level: float = KOKU_LEVEL):
 # -- backtest ----------------------------------------------------------------------------
 
 
-def _score(actual: np.ndarray, point, lower, upper, total_low, total_high) -> dict:
+def _label(method: str, level: float) -> str:
+    return method if level == LEVEL else f"{method}, {level:.0%}"
+
+
+def _score(actual: np.ndarray, point, lower, upper, total_low, total_high, level) -> dict:
     spend = np.isfinite(actual) & (actual > 0)
     out = {
+        "level": level,
         "ape": list(np.abs(point[spend] - actual[spend]) / actual[spend]),
         "covered": list((actual[spend] >= lower[spend]) & (actual[spend] <= upper[spend])),
     }
@@ -199,7 +208,8 @@ def backtest_origin(task: tuple[str, str]) -> tuple[str, dict, float]:
             for level in TUNE_LEVELS
         }
     else:
-        fits = {("model", LEVEL): model.fit_forecast(history, components=parts)}
+        fit = model.fit_forecast(history, components=parts)
+        fits = {(_label("model", level), level): fit for level in _LEVELS}
     elapsed = time.perf_counter() - started
     result: dict = {}
     for horizon in HORIZONS:
@@ -209,15 +219,18 @@ def backtest_origin(task: tuple[str, str]) -> tuple[str, dict, float]:
         for (method, level), one in fits.items():
             ours = model.forecast_from_fit(one, horizon=horizon, level=level)
             result[horizon][method if not _TUNING else (method, level)] = _score(
-                actual, ours.amount, ours.lower, ours.upper, ours.total_low, ours.total_high
+                actual, ours.amount, ours.lower, ours.upper, ours.total_low, ours.total_high,
+                level,
             )
         if not _TUNING:
-            result[horizon]["seasonal naive"] = _score(actual, *seasonal_naive(history, horizon))
-            result[horizon]["Koku linear"] = _score(actual, *koku_linear(history, horizon))
+            for level in _LEVELS:
+                result[horizon][_label("seasonal naive", level)] = _score(
+                    actual, *seasonal_naive(history, horizon, level), level
+                )
+            result[horizon]["Koku linear"] = _score(
+                actual, *koku_linear(history, horizon), KOKU_LEVEL
+            )
     return name, result, elapsed
-
-
-NOMINAL = {"seasonal naive": LEVEL, "Koku linear": KOKU_LEVEL}  # the model's: LEVEL
 
 
 def _coverage(hits: list) -> str:
@@ -234,7 +247,7 @@ def _table(rows: list[tuple[str, dict]]) -> list[str]:
     for name, by_horizon in rows:
         for horizon in HORIZONS:
             for method, acc in by_horizon[horizon].items():
-                nominal = f"{NOMINAL.get(method, LEVEL):.0%}"
+                nominal = f"{acc['level']:.0%}"
                 lines.append(
                     f"| {name} | {horizon} | {method} "
                     f"| {100 * np.mean(acc['ape']):.2f}% "
@@ -277,6 +290,7 @@ def _accumulate(target: dict, result: dict) -> None:
             acc = target.setdefault(horizon, {}).setdefault(
                 method, {"ape": [], "covered": [], "total_error": [], "total_covered": []}
             )
+            acc["level"] = score["level"]
             acc["ape"] += score["ape"]
             acc["covered"] += score["covered"]
             if "total_error" in score:
@@ -417,6 +431,10 @@ class Command(BaseCommand):
             "--offset", type=int, default=0, help="extra days between the last origin and the end"
         )
         parser.add_argument(
+            "--levels", type=float, nargs="+", default=[LEVEL],
+            help="interval levels to score (the same fits; default 0.8)",
+        )
+        parser.add_argument(
             "--tune", action="store_true",
             help="tuning mode: compare the candidate rules for the calibration origins",
         )
@@ -424,10 +442,11 @@ class Command(BaseCommand):
         parser.add_argument("--jobs", type=int, default=2)
         parser.add_argument("--skip-speed", action="store_true")
 
-    def handle(self, *args, seeds, origins, spacing, offset, tune, peyton, jobs, skip_speed,
-               **options):
+    def handle(self, *args, seeds, origins, spacing, offset, levels, tune, peyton, jobs,
+               skip_speed, **options):
         started = time.perf_counter()
         _TUNING[:] = [True] if tune else []
+        _LEVELS[:] = sorted(set(levels))
         for seed in seeds:
             _DATASETS[f"demo seed {seed}"] = demo_dataset(seed)
         if peyton.exists():
