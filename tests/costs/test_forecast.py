@@ -137,6 +137,10 @@ def test_forecast_one_fit_serves_every_horizon_and_level(api, aws, fits):
     assert narrow["interval_level"] == Decimal("0.5")
     narrow_ci, wide_ci = narrow["confidence_interval"], wide["confidence_interval"]
     assert wide_ci["high"] - wide_ci["low"] > narrow_ci["high"] - narrow_ci["low"]
+    # 5 backtest origins show levels up to 5/6: the response says how 0.95 is reached.
+    assert "Student t tail" not in narrow["calibration"]["method"]
+    assert "5 origins show levels up to 0.83" in wide["calibration"]["method"]
+    assert "Student t tail with 2 degrees of freedom" in wide["calibration"]["method"]
     assert len(fits) == 1
 
 
@@ -482,6 +486,9 @@ def test_backtest_tuning_candidates_include_the_production_rule():
         production += f"{forecast_model.CALIBRATION_ORIGINS} origins"
         assert candidates[production] == forecast_model._calibration_leads(n)
         assert all(n - lead >= 28 for leads in candidates.values() for lead in leads)
+        # Session 5's candidates: the same grid from 3 or 4 weeks back.
+        later = candidates["share 0.60, 9 origins, first 21 days"]
+        assert later[0] == 21 and later[-1] == candidates[production][-1]
     # Session 2's rule stays comparable: its 12 leads of the last half year.
     assert tune_candidates(730)["session 2: 12 in the last half year"] == [
         14, 28, 49, 70, 91, 119, 147, 182, 35, 105, 21, 63

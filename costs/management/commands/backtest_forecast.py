@@ -82,6 +82,10 @@ _LEVELS: list[float] = [LEVEL]  # the report's interval levels (read by the work
 TUNE_SHARES = (0.5, 0.55, 0.6, 0.65, 0.7)
 TUNE_COUNTS = (9, 12, 14, 16)
 TUNE_LEVELS = (0.8, 0.95)
+# Session 5: the nearest origin 3 or 4 weeks back instead of 2 (a 14-day holdout's total
+# says least about a 90-day one), for the shares around the production one.
+TUNE_FIRST_SHARES = (0.55, 0.6, 0.65)
+TUNE_FIRST_LEADS = (21, 28)
 # Session 2's calibration origins: 12 in the last half year, for comparison.
 SESSION_2_LEADS = (14, 28, 49, 70, 91, 119, 147, 182, 35, 105, 21, 63)
 
@@ -97,6 +101,11 @@ def tune_candidates(n: int) -> dict[str, list[int]]:
         for count in TUNE_COUNTS:
             rules[f"share {share:.2f}, {count} origins"] = model._calibration_leads(
                 n, count, share
+            )
+    for share in TUNE_FIRST_SHARES:
+        for first in TUNE_FIRST_LEADS:
+            rules[f"share {share:.2f}, 9 origins, first {first} days"] = (
+                model._calibration_leads(n, 9, share, first)
             )
     return rules
 

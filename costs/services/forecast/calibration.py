@@ -78,6 +78,10 @@ class TotalSpread:
     def sd(self, simulated_log_sd):
         return np.sqrt((self.kappa * simulated_log_sd) ** 2 + self.tau**2)
 
+    def shows(self, level: float) -> bool:
+        """Whether the origins' scores have a rank for ``level`` (it is <= n / (n + 1))."""
+        return math.ceil((len(self.scores) + 1) * level) <= len(self.scores)
+
     def log_half_width(self, simulated_log_sd: float, level: float) -> float:
         """Half the width, in log space, of the ``level`` interval of a total. ``n``
         origins show levels up to n / (n + 1); beyond that the largest score is scaled
@@ -86,7 +90,7 @@ class TotalSpread:
         tail, Peyton Manning's 95% intervals held 86-88% of its totals (tuning data;
         docs/benchmarks.md, "Levels beyond what the origins show, session 5")."""
         n = len(self.scores)
-        if math.ceil((n + 1) * level) <= n:
+        if self.shows(level):
             width = conformal(self.scores, level)
         else:
             shown = n / (n + 1)

@@ -314,17 +314,19 @@ def _fit_once(
     return paths.center + recurring, recurring, paths, charges
 
 
-def _calibration_leads(n: int, count: int | None = None, share: float | None = None) -> list[int]:
+def _calibration_leads(
+    n: int, count: int | None = None, share: float | None = None, first: int | None = None
+) -> list[int]:
     """The calibration origins of a history of ``n`` days, in days before its end, nearest
-    first (see ``CALIBRATION_ORIGINS``); the short leads when fewer than 3 fit. ``count``
-    and ``share`` override the defaults (the backtest command's tuning mode)."""
+    first (see ``CALIBRATION_ORIGINS``); the short leads when fewer than 3 fit. ``count``,
+    ``share`` and ``first`` override the defaults (the backtest command's tuning mode)."""
     train = min(n, TRAIN_WINDOW_DAYS)
     furthest = min(
         CALIBRATION_MAX_LEAD,
         n - math.ceil((share or CALIBRATION_TRAIN_SHARE) * train),
         n - CALIBRATION_MIN_TRAIN_DAYS,
     )
-    first, last = CALIBRATION_FIRST_LEAD // 7, furthest // 7  # in weeks
+    first, last = (first or CALIBRATION_FIRST_LEAD) // 7, furthest // 7  # in weeks
     weeks: list[int] = []
     if last >= first:
         for week in np.geomspace(first, last, count or CALIBRATION_ORIGINS):
@@ -470,14 +472,23 @@ def _calibrated(fit: FittedForecast, horizon: int, level: float) -> dict:
             "method": "uncalibrated: too little history to backtest, simulated spread widened",
         }
     leads = fit.calibration.leads
-    return {
-        "z": daily, "log_half": spread.log_half_width(sim_sd, level),
-        "origins": fit.calibration.origins, "level_error": round(spread.tau, 4),
-        "method": "daily: split-conformal scaling of simulated paths; total: spread of "
+    method = (
+        "daily: split-conformal scaling of simulated paths; total: spread of "
         "simulated path totals, scaled and widened by a level error fitted on "
         f"rolling-origin backtests from {int(leads.min())} to {int(leads.max())} days "
         "before the last complete day with the forecast's own model, width from "
-        "split-conformal scores of their longest totals",
+        "split-conformal scores of their longest totals"
+    )
+    if not spread.shows(level):
+        method += (
+            f"; {len(spread.scores)} origins show levels up to "
+            f"{len(spread.scores) / (len(spread.scores) + 1):.2f}, so the width is their "
+            "largest score grown as a Student t tail with 2 degrees of freedom"
+        )
+    return {
+        "z": daily, "log_half": spread.log_half_width(sim_sd, level),
+        "origins": fit.calibration.origins, "level_error": round(spread.tau, 4),
+        "method": method,
     }
 
 
