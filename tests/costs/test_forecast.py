@@ -520,3 +520,43 @@ def test_backtest_scores_every_requested_level_from_the_same_fit(monkeypatch):
     narrow, wide = result[30]["model"], result[30]["model, 95%"]
     assert narrow["ape"] == wide["ape"]
     assert sum(narrow["covered"]) <= sum(wide["covered"])
+
+
+def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monkeypatch):
+    import prophet
+
+    calls = []
+    original = prophet.Prophet.regressor_column_matrix
+
+    def counting(self, seasonal_features, modes):
+        calls.append(tuple(seasonal_features.columns))
+        return original(self, seasonal_features, modes)
+
+    monkeypatch.setattr(prophet.Prophet, "regressor_column_matrix", counting)
+    monkeypatch.setattr(forecast_model, "_COMPONENT_CACHED", {})
+    days = pd.date_range("2024-01-01", periods=90)
+    frame = pd.DataFrame({"ds": days, "y": 5 + np.sin(np.arange(90) * 2 * np.pi / 7)})
+    future = pd.DataFrame({"ds": pd.date_range("2024-03-31", periods=10)})
+
+    def fit_and_predict(prophet_class, data):
+        model = prophet_class(weekly_seasonality=True, yearly_seasonality=False,
+                              daily_seasonality=False, uncertainty_samples=0)
+        model.fit(data, iter=200)
+        return model.predict(future)
+
+    cached_class = forecast_model._prophet_class()
+    first = fit_and_predict(cached_class, frame)
+    assert len(calls) == 2  # Prophet's own: once for the fit, once for the predict
+    second = fit_and_predict(cached_class, frame.iloc[7:])
+    assert len(calls) == 2  # the same shape: the matrix is reused
+    # What Prophet itself gives, to the last bit.
+    plain_first = fit_and_predict(prophet.Prophet, frame)
+    plain_second = fit_and_predict(prophet.Prophet, frame.iloc[7:])
+    pd.testing.assert_frame_equal(first, plain_first, check_exact=True)
+    pd.testing.assert_frame_equal(second, plain_second, check_exact=True)
+    assert len(calls) == 6  # plain Prophet builds it every time
+    # Another shape (yearly terms too) builds its own.
+    model = cached_class(weekly_seasonality=True, yearly_seasonality=True,
+                         daily_seasonality=False, uncertainty_samples=0)
+    model.fit(frame, iter=200)
+    assert len(calls) == 7 and calls[-1] != calls[0]
