@@ -522,6 +522,7 @@ def test_backtest_scores_every_requested_level_from_the_same_fit(monkeypatch):
     assert sum(narrow["covered"]) <= sum(wide["covered"])
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:prophet")  # Prophet's own pandas use
 def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monkeypatch):
     import prophet
 
