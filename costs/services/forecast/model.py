@@ -126,8 +126,8 @@ _COMPONENT_CACHED: dict[type, type] = {}
 def _with_component_cache(prophet_class: type) -> type:
     """``prophet_class`` computing its component/column indicator matrix once per set of
     seasonal columns. Prophet rebuilds that small matrix with ``pd.crosstab`` in every
-    fit and every predict, 15-35 ms each: a sixth of a first forecast's 10 fits. The
-    matrix depends only on the column names and the seasonalities' modes, which every
+    fit and every predict, 20 times in a first forecast: 0.2-0.35 s of its 1.6-2.5 s on
+    a slow machine (docs/benchmarks.md, speed, session 5). The matrix depends only on the column names and the seasonalities' modes, which every
     fit of one model shares, so the cached copy is the very matrix Prophet would build
     (holidays and extra regressors, which we never add, take Prophet's own path)."""
     if prophet_class in _COMPONENT_CACHED:
@@ -354,18 +354,19 @@ def _fit_once(
 
 
 def _calibration_leads(
-    n: int, count: int | None = None, share: float | None = None, first: int | None = None
+    n: int, count: int | None = None, share: float | None = None, first_lead: int | None = None
 ) -> list[int]:
     """The calibration origins of a history of ``n`` days, in days before its end, nearest
     first (see ``CALIBRATION_ORIGINS``); the short leads when fewer than 3 fit. ``count``,
-    ``share`` and ``first`` override the defaults (the backtest command's tuning mode)."""
+    ``share`` and ``first_lead`` override the defaults (the backtest command's tuning
+    mode)."""
     train = min(n, TRAIN_WINDOW_DAYS)
     furthest = min(
         CALIBRATION_MAX_LEAD,
         n - math.ceil((share or CALIBRATION_TRAIN_SHARE) * train),
         n - CALIBRATION_MIN_TRAIN_DAYS,
     )
-    first, last = (first or CALIBRATION_FIRST_LEAD) // 7, furthest // 7  # in weeks
+    first, last = (first_lead or CALIBRATION_FIRST_LEAD) // 7, furthest // 7  # in weeks
     weeks: list[int] = []
     if last >= first:
         for week in np.geomspace(first, last, count or CALIBRATION_ORIGINS):
