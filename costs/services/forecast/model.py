@@ -108,6 +108,10 @@ def _prophet_class():
     # Imported on first use: Prophet's import is slow, and its optional plotting import
     # logs an error. cmdstanpy adds its own INFO handler when nothing else is configured.
     logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+    # cmdstanpy reads every fit's output with polars when it is installed (it is: the
+    # FOCUS import uses it) and imports it at the first fit, 0.3 s: load it here, with
+    # Prophet, once per process, not inside a first forecast.
+    import polars  # noqa: F401
     from cmdstanpy.utils import get_logger
     from prophet import Prophet
 
