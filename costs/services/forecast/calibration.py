@@ -78,8 +78,13 @@ class TotalSpread:
     def sd(self, simulated_log_sd):
         return np.sqrt((self.kappa * simulated_log_sd) ** 2 + self.tau**2)
 
+    @property
+    def shown(self) -> float:
+        """The highest level the origins' scores have a rank for: n / (n + 1)."""
+        return len(self.scores) / (len(self.scores) + 1)
+
     def shows(self, level: float) -> bool:
-        """Whether the origins' scores have a rank for ``level`` (it is <= n / (n + 1))."""
+        """Whether the origins' scores have a rank for ``level`` (it is <= ``shown``)."""
         return math.ceil((len(self.scores) + 1) * level) <= len(self.scores)
 
     def log_half_width(self, simulated_log_sd: float, level: float) -> float:
@@ -89,13 +94,11 @@ class TotalSpread:
         largest score is no quantile). Real spend is fat-tailed: scaled as a normal
         tail, Peyton Manning's 95% intervals held 86-88% of its totals (tuning data;
         docs/benchmarks.md, "Levels beyond what the origins show, session 5")."""
-        n = len(self.scores)
         if self.shows(level):
             width = conformal(self.scores, level)
         else:
-            shown = n / (n + 1)
             width = float(np.max(self.scores)) * (
-                t2_quantile(0.5 + level / 2) / t2_quantile(0.5 + shown / 2)
+                t2_quantile(0.5 + level / 2) / t2_quantile(0.5 + self.shown / 2)
             )
         return width * float(self.sd(simulated_log_sd))
 

@@ -131,9 +131,10 @@ def _with_component_cache(prophet_class: type) -> type:
     """``prophet_class`` computing its component/column indicator matrix once per set of
     seasonal columns. Prophet rebuilds that small matrix with ``pd.crosstab`` in every
     fit and every predict, 20 times in a first forecast: 0.2-0.35 s of its 1.6-2.5 s on
-    a slow machine (docs/benchmarks.md, speed, session 5). The matrix depends only on the column names and the seasonalities' modes, which every
-    fit of one model shares, so the cached copy is the very matrix Prophet would build
-    (holidays and extra regressors, which we never add, take Prophet's own path)."""
+    a slow machine (docs/benchmarks.md, speed, session 5). The matrix depends only on
+    the column names and the seasonalities' modes, which every fit of one model shares,
+    so the cached copy is the very matrix Prophet would build (holidays and extra
+    regressors, which we never add, take Prophet's own path)."""
     if prophet_class in _COMPONENT_CACHED:
         return _COMPONENT_CACHED[prophet_class]
     matrices: dict[tuple, tuple] = {}
@@ -504,35 +505,42 @@ def _total_spread(cal: Calibration, horizon: int) -> TotalSpread | None:
     return fit_total_spread(rows) if len(rows) >= 3 else None
 
 
-def _calibrated(fit: FittedForecast, horizon: int, level: float) -> dict:
+def _calibrated(
+    fit: FittedForecast, horizon: int, level: float
+) -> tuple[tuple[float, float], float, dict]:
+    """The daily z bounds, the total's log half-width and how both were calibrated (the
+    response's ``calibration``, but for the recurring charges)."""
     z_normal = normal_quantile(0.5 + level / 2)
     daily = _daily_z(fit.calibration, horizon, level) if fit.calibration.origins else None
     spread = _total_spread(fit.calibration, horizon) if daily else None
     sim_sd = float(fit.total_log_sd[horizon - 1])
     if daily is None or spread is None:
         wide = UNCALIBRATED_SCALE * z_normal
-        return {
-            "z": (-wide, wide), "log_half": wide * sim_sd, "origins": 0, "level_error": 0.0,
-            "method": "uncalibrated: too little history to backtest, simulated spread widened",
-        }
-    leads = fit.calibration.leads
-    method = (
-        "daily: split-conformal scaling of simulated paths; total: spread of "
-        "simulated path totals, scaled and widened by a level error fitted on "
-        f"rolling-origin backtests from {int(leads.min())} to {int(leads.max())} days "
-        "before the last complete day with the forecast's own model, width from "
-        "split-conformal scores of their longest totals"
-    )
-    if not spread.shows(level):
-        method += (
-            f"; {len(spread.scores)} origins show levels up to "
-            f"{len(spread.scores) / (len(spread.scores) + 1):.2f}, so the width is their "
-            "largest score grown as a Student t tail with 2 degrees of freedom"
+        z, log_half, origins, level_error = (-wide, wide), wide * sim_sd, 0, 0.0
+        method = "uncalibrated: too little history to backtest, simulated spread widened"
+    else:
+        z, log_half = daily, spread.log_half_width(sim_sd, level)
+        origins, level_error = fit.calibration.origins, round(spread.tau, 4)
+        leads = fit.calibration.leads
+        method = (
+            "daily: split-conformal scaling of simulated paths; total: spread of "
+            "simulated path totals, scaled and widened by a level error fitted on "
+            f"rolling-origin backtests from {int(leads.min())} to {int(leads.max())} days "
+            "before the last complete day with the forecast's own model, width from "
+            "split-conformal scores of their longest totals"
         )
-    return {
-        "z": daily, "log_half": spread.log_half_width(sim_sd, level),
-        "origins": fit.calibration.origins, "level_error": round(spread.tau, 4),
+        if not spread.shows(level):
+            method += (
+                f"; {len(spread.scores)} origins show levels up to {spread.shown:.2f}, so "
+                "the width is their largest score grown as a Student t tail with 2 "
+                "degrees of freedom"
+            )
+    return z, log_half, {
         "method": method,
+        "backtest_origins": origins,
+        "daily_scale": round((z[1] - z[0]) / (2 * z_normal), 3),
+        "total_scale": round(log_half / (z_normal * sim_sd), 3) if sim_sd > 0 else 1.0,
+        "level_error": level_error,
     }
 
 
@@ -540,8 +548,7 @@ def forecast_from_fit(fit: FittedForecast, *, horizon: int, level: float = 0.8) 
     """The ``horizon``-day forecast at interval ``level`` from a fitted model."""
     if not 1 <= horizon <= HORIZON_MAX:
         raise ValueError(f"horizon must be 1..{HORIZON_MAX}")
-    cal = _calibrated(fit, horizon, level)
-    (z_low, z_high), log_half = cal["z"], cal["log_half"]
+    (z_low, z_high), log_half, calibration = _calibrated(fit, horizon, level)
     days = slice(0, horizon)
     usage = fit.center[days] - fit.recurring[days]
     log_center = np.log(usage + fit.offset)
@@ -555,8 +562,6 @@ def forecast_from_fit(fit: FittedForecast, *, horizon: int, level: float = 0.8) 
     # point forecast in every backtest (a total's median sits above it for skewed days).
     middle = float(fit.usage_total[horizon - 1] + fit.recurring[days].sum())
     pad = fit.offset * horizon  # the total's interval is in log(total + c x days)
-    z_normal = normal_quantile(0.5 + level / 2)
-    sim_sd = float(fit.total_log_sd[horizon - 1])
     return SeriesForecast(
         days=[fit.first_day + timedelta(days=i) for i in range(horizon)],
         amount=amount,
@@ -567,14 +572,7 @@ def forecast_from_fit(fit: FittedForecast, *, horizon: int, level: float = 0.8) 
         total_high=max((middle + pad) * math.exp(log_half) - pad, total),
         level=level,
         history_days=fit.history_days,
-        calibration={
-            "method": cal["method"],
-            "backtest_origins": cal["origins"],
-            "daily_scale": round((z_high - z_low) / (2 * z_normal), 3),
-            "total_scale": round(log_half / (z_normal * sim_sd), 3) if sim_sd > 0 else 1.0,
-            "level_error": cal["level_error"],
-            "recurring_charges": len(fit.recurring_charges),
-        },
+        calibration={**calibration, "recurring_charges": len(fit.recurring_charges)},
     )
 
 
