@@ -257,18 +257,43 @@ def test_forecast_series_never_goes_below_zero_on_a_decline():
 
 
 def test_forecast_total_spread_recovers_scale_and_level_error():
-    # Backtest totals whose log errors have sd sqrt((1.5 s)^2 + 0.04^2): the fit finds
-    # both parts from every length.
+    # Backtest totals that miss by a level error of sd 0.04 shared by each origin's
+    # totals, plus noise of sd 1.5 s per total: the fit finds both parts.
     rng = np.random.default_rng(3)
     origins, days = np.repeat(np.arange(40), 12), np.tile(np.arange(7, 85, 7), 40)
     sim_sd = 0.002 * np.sqrt(days)
-    ratio = rng.normal(0, np.sqrt((1.5 * sim_sd) ** 2 + 0.04**2))
+    level = np.repeat(rng.normal(0, 0.04, size=40), 12)
+    ratio = level + rng.normal(0, 1.5 * sim_sd)
     spread = fit_total_spread(np.column_stack([origins, days, ratio, sim_sd]))
     assert 1.2 < spread.kappa < 1.9
     assert 0.03 < spread.tau < 0.05
     assert len(spread.scores) == 40
-    # Normal misses scored by their own sd: |standard normal|, median 0.67.
-    assert 0.5 < np.median(spread.scores) < 0.85
+    # Normal misses scored by their own sd: |standard normal|, median 0.67 (the median
+    # of 40 has a standard error of 0.12).
+    assert 0.4 < np.median(spread.scores) < 0.95
+
+
+def test_forecast_total_spread_reads_a_miss_shared_by_an_origin_as_level_error():
+    # Each origin's totals miss by the same log ratio at every length (its level was
+    # off); the origins with wide simulated spreads happen to be those that missed most.
+    # Read as independent rows, that looks like a simulated spread 1.3 times too narrow
+    # and no level error, and a calm forecast's 90-day interval would shrink with its
+    # simulated spread. The misses did not shrink from 7 to 84 days while the simulated
+    # spread halved: they are level errors, and a calm forecast's interval keeps them.
+    days = np.arange(7, 85, 7)
+    shrink = np.sqrt(7 / days)  # simulated spread of a total falls with its length
+    rows = []
+    for origin, (miss, spread_7) in enumerate(
+        [(0.6, 0.45), (-0.55, 0.5), (0.5, 0.4), (-0.1, 0.1), (0.08, 0.12), (-0.12, 0.1)]
+    ):
+        rows += [(origin, d, miss, spread_7 * f) for d, f in zip(days, shrink, strict=True)]
+    spread = fit_total_spread(np.array(rows))
+    assert spread.tau > 0.3
+    calm_90_day_sd = 0.05
+    half = spread.log_half_width(calm_90_day_sd, 0.8)
+    assert half > 0.5  # the level misses of the wide origins (0.5-0.6) are inside
+    assert spread.scores == pytest.approx(np.abs([r[2] for r in rows[11::12]]) / spread.sd(
+        np.array([r[3] for r in rows[11::12]])))
 
 
 def test_forecast_total_scores_each_origin_on_its_longest_total():

@@ -19,9 +19,10 @@ The model, in the order it runs (``fit_forecast``):
    spread. Daily bounds: split-conformal quantiles of the standardized daily log
    errors. Totals: a log error whose sd is the simulated paths' spread scaled by
    ``kappa`` plus a relative level error ``tau`` (days average out over a horizon, a
-   level that is off does not), both fitted by maximum likelihood on the backtests'
-   totals; the width in those sds is the split-conformal quantile of the origins'
-   standardized misses on their longest totals (see ``calibration``).
+   level that is off does not, and one origin's totals share its level error), both
+   fitted by maximum likelihood on the backtests' totals; the width in those sds is the
+   split-conformal quantile of the origins' standardized misses on their longest totals
+   (see ``calibration``).
 
 The result of steps 1-4 does not depend on the horizon or the level, so one fit (cached
 per scope and data version) answers 30, 60 and 90 days at any level
