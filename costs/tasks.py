@@ -88,6 +88,18 @@ def deliver_webhook(self, delivery_id: int) -> str | None:
         ) from exc
 
 
+@shared_task(name="costs.warm_forecasts", soft_time_limit=900, time_limit=960)
+def warm_forecasts(organization_id: int) -> dict | None:
+    """Fit and cache an organization's forecasts after its sync job finished."""
+    from accounts.models import Organization
+    from costs.services.forecast import forecasts_warm
+
+    organization = Organization.objects.filter(pk=organization_id).first()
+    if organization is None:
+        return None
+    return forecasts_warm(organization=organization)
+
+
 @shared_task(name="costs.detect_anomalies", soft_time_limit=600, time_limit=660, acks_late=True)
 def detect_anomalies(provider_id: int, date_from: str, date_to: str) -> dict | None:
     """Re-detect one provider's anomalies for a window of days (on demand from the admin)."""

@@ -194,6 +194,12 @@ SPECTACULAR_SETTINGS = {
 # default needs nothing installed; production sets CELERY_BROKER_URL=redis://...
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# After every sync job a worker fits and caches the organization's forecasts, so the day's
+# first request does not wait for a fit. Off without a broker: the fit would run inside
+# the sync request.
+FORECAST_WARM_AFTER_SYNC = env_bool(
+    "INFRAAUDIT_FORECAST_WARM_AFTER_SYNC", default=bool(CELERY_BROKER_URL)
+)
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

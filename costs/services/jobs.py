@@ -184,6 +184,8 @@ def sync_job_finish_if_done(*, job_id: int) -> None:
         if any(r.status not in FINAL_RESULT for r in results):
             return
         _after_sync(job, results)
+        if settings.FORECAST_WARM_AFTER_SYNC:
+            transaction.on_commit(lambda: _warm_forecasts(job.organization_id))
         failed = [r for r in results if r.status == SyncJobProvider.Status.FAILED]
         if not failed:
             job.status = SyncJob.Status.SUCCEEDED
@@ -194,6 +196,15 @@ def sync_job_finish_if_done(*, job_id: int) -> None:
         job.finished_at = timezone.now()
         job.started_at = job.started_at or job.finished_at
         job.save(update_fields=["status", "finished_at", "started_at"])
+
+
+def _warm_forecasts(organization_id: int) -> None:
+    """Queue the fit of the organization's forecasts for today's data. Every finished job
+    queues it, changed or not: the cache key moves with the last complete day too, and a
+    scope that is cached already costs one cache read."""
+    from costs.tasks import warm_forecasts
+
+    warm_forecasts.delay(organization_id)
 
 
 def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> None:

@@ -1,6 +1,6 @@
 """GET /costs/forecast and the forecast service: response shape and invariants, history
 rules (today never counts, gaps outside sync coverage are missing), recurring fixed-day
-charges, currencies, tenancy, caching per data version and one fit under concurrency."""
+charges, currencies, tenancy, caching per data version, warmed after sync jobs, and one fit under concurrency."""
 
 import json
 import math
@@ -14,13 +14,14 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
-from costs.models import CostRecord
+from costs.models import CostRecord, SyncJob, SyncJobProvider
 from costs.services.forecast import cost_forecast, forecast_series
 from costs.services.forecast import model as forecast_model
 from costs.services.forecast import service as forecast_service
 from costs.services.forecast.calibration import Calibration, TotalSpread, fit_total_spread
+from costs.services.jobs import sync_job_finish_if_done
 from costs.services.sync import replace_window
-from tests.factories import ProviderFactory
+from tests.factories import ProviderFactory, SyncJobFactory, SyncJobProviderFactory
 
 URL = "/api/v1/costs/forecast"
 TODAY = date(2024, 7, 10)
@@ -466,6 +467,36 @@ def test_forecast_is_cached_until_a_sync_changes_the_records(api, aws, fits):
     assert len(fits) == 2
     assert second["projected_total"] > first["projected_total"] * Decimal("1.3")
     assert _forecast(api) == second
+    assert len(fits) == 2
+
+
+@pytest.mark.django_db
+def test_forecast_cache_is_warmed_when_a_sync_job_finishes(
+    api, org, aws, fits, settings, django_capture_on_commit_callbacks
+):
+    # With a broker, the job's end queues a fit of the organization's and each provider's
+    # forecast, so the day's first requests read cached fits. A provider with nothing to
+    # forecast is skipped and still answers its 422.
+    settings.FORECAST_WARM_AFTER_SYNC = True
+    empty = ProviderFactory(organization=org, name="New")
+    job = SyncJobFactory(organization=org)
+    SyncJobProviderFactory(job=job, provider=aws, status=SyncJobProvider.Status.SUCCEEDED)
+    SyncJobProviderFactory(job=job, provider=empty, status=SyncJobProvider.Status.SUCCEEDED)
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_job_finish_if_done(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == SyncJob.Status.SUCCEEDED
+    assert len(fits) == 2  # the organization and AWS
+
+    for query in ("days=30", "days=90&interval_level=0.95", f"provider_id={aws.id}"):
+        _forecast(api, query)
+    assert len(fits) == 2
+    assert api.get(f"{URL}?provider_id={empty.id}").status_code == 422
+    # A second job on the same data and day finds every fit cached.
+    again = SyncJobFactory(organization=org)
+    SyncJobProviderFactory(job=again, provider=aws, status=SyncJobProvider.Status.SUCCEEDED)
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_job_finish_if_done(job_id=again.id)
     assert len(fits) == 2
 
 

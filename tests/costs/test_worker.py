@@ -1,17 +1,23 @@
 """End to end: a sync requested through the API is executed by a real Celery worker
-process consuming from the real Redis broker."""
+process consuming from the real Redis broker, which then warms the forecast cache."""
 
 import os
+import re
 import subprocess
 import sys
 import time
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import redis
+from django.core.cache import cache
 from django.db import connection
 
 from costs.models import CostRecord, SyncJob
+from costs.selectors import utc_today
+from costs.services.forecast import FIT_COUNTER, cost_forecast
 from infraaudit.celery import app
 from tests.costs.focus_files import write_focus_csv
 from tests.factories import ProviderFactory
@@ -84,10 +90,13 @@ def worker(redis_broker, import_root, settings, tmp_path):
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_worker_executes_sync_from_redis(api, org, import_root, tmp_path, worker):
+    # 30 days up to yesterday: after the job, the worker also fits the forecasts.
+    yesterday = utc_today() - timedelta(days=1)
+    days = [yesterday - timedelta(days=n) for n in range(30)]
     root = import_root
     write_focus_csv(root / "a" / "export.csv", [
-        {"day": "2024-05-01", "service": "EC2", "amount": "12.34"},
-        {"day": "2024-05-02", "service": "EC2", "amount": "1.66"},
+        {"day": day.isoformat(), "service": "EC2", "amount": f"{10 + n % 7}.50"}
+        for n, day in enumerate(days)
     ])
     provider = ProviderFactory(organization=org, kind="focus", config={"uri": str(root / "a")})
 
@@ -106,4 +115,21 @@ def test_worker_executes_sync_from_redis(api, org, import_root, tmp_path, worker
     log = (tmp_path / "worker.log").read_text()
     assert status == "succeeded", log[-3000:]
     assert "costs.sync_provider" in log
-    assert sum(r.billed_amount for r in CostRecord.objects.filter(provider=provider)) == 14
+    expected = sum(10 + n % 7 + Decimal("0.5") for n in range(30))
+    assert sum(r.billed_amount for r in CostRecord.objects.filter(provider=provider)) == expected
+
+    # The job's end queued costs.warm_forecasts: the worker fits the organization's and
+    # the provider's forecast into the shared cache, and a request fits nothing.
+    warmed = re.compile(r"costs\.warm_forecasts\[[^\]]+\] succeeded.*'warmed': 2")
+    while time.monotonic() < deadline and not warmed.search(log):
+        assert worker.poll() is None, "the worker exited"
+        time.sleep(0.5)
+        log = (tmp_path / "worker.log").read_text()
+    assert warmed.search(log), log[-3000:]
+    provider.refresh_from_db()  # the sync moved its data version and coverage
+    fits = FIT_COUNTER["fits"]
+    forecast = cost_forecast(organization=org, provider=provider, days=30)
+    assert cost_forecast(organization=org, days=90).history_days == 30
+    assert FIT_COUNTER["fits"] == fits
+    assert forecast.projected_total > 0
+    cache.clear()

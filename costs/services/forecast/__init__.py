@@ -18,7 +18,12 @@ from costs.services.forecast.model import (
     forecast_series,
 )
 from costs.services.forecast.recurring import RecurringCharge, detect_recurring
-from costs.services.forecast.service import DailyForecast, ForecastResult, cost_forecast
+from costs.services.forecast.service import (
+    DailyForecast,
+    ForecastResult,
+    cost_forecast,
+    forecasts_warm,
+)
 
 __all__ = [
     "FIT_COUNTER",
@@ -35,4 +40,5 @@ __all__ = [
     "fit_forecast",
     "forecast_from_fit",
     "forecast_series",
+    "forecasts_warm",
 ]

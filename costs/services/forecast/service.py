@@ -232,6 +232,37 @@ def _fitted(*, organization, provider, providers, last_day: date) -> _CachedFit:
         return cached
 
 
+def forecasts_warm(*, organization) -> dict[str, int]:
+    """Fit and cache the forecasts a dashboard asks for first, the organization's total and
+    each provider's, for the current last complete day. Run after every sync job (a
+    Celery task, with a broker), so that the first request of the day reads a cached fit
+    instead of waiting for one. A scope that cannot be forecast (too little history,
+    several currencies) is skipped: its requests answer their 422 as before."""
+    from costs.selectors import scope_providers, utc_today
+    from infraaudit.errors import Unprocessable
+
+    last_day = utc_today() - timedelta(days=1)
+    providers = scope_providers(organization=organization)
+    counts = {"warmed": 0, "skipped": 0}
+    for provider in [None, *providers]:
+        try:
+            _fitted(
+                organization=organization,
+                provider=provider,
+                providers=providers if provider is None else [provider],
+                last_day=last_day,
+            )
+        except Unprocessable as exc:
+            logger.info(
+                "forecast of org %s scope %s not warmed: %s",
+                organization.id, provider.id if provider else "all", exc,
+            )
+            counts["skipped"] += 1
+        else:
+            counts["warmed"] += 1
+    return counts
+
+
 def cost_forecast(
     *, organization, provider=None, days: int = 30, level: float = 0.8
 ) -> ForecastResult:
