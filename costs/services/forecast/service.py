@@ -232,26 +232,31 @@ def _fitted(*, organization, provider, providers, last_day: date) -> _CachedFit:
         return cached
 
 
+def _scope_fitted(*, organization, provider=None) -> _CachedFit:
+    """The scope's cached fit for the last complete day (yesterday, UTC), fitted if none."""
+    from costs.selectors import scope_providers, utc_today
+
+    return _fitted(
+        organization=organization,
+        provider=provider,
+        providers=scope_providers(organization=organization, provider=provider),
+        last_day=utc_today() - timedelta(days=1),
+    )
+
+
 def forecasts_warm(*, organization) -> dict[str, int]:
     """Fit and cache the forecasts a dashboard asks for first, the organization's total and
     each provider's, for the current last complete day. Run after every sync job (a
     Celery task, with a broker), so that the first request of the day reads a cached fit
     instead of waiting for one. A scope that cannot be forecast (too little history,
     several currencies) is skipped: its requests answer their 422 as before."""
-    from costs.selectors import scope_providers, utc_today
+    from costs.selectors import scope_providers
     from infraaudit.errors import Unprocessable
 
-    last_day = utc_today() - timedelta(days=1)
-    providers = scope_providers(organization=organization)
     counts = {"warmed": 0, "skipped": 0}
-    for provider in [None, *providers]:
+    for provider in [None, *scope_providers(organization=organization)]:
         try:
-            _fitted(
-                organization=organization,
-                provider=provider,
-                providers=providers if provider is None else [provider],
-                last_day=last_day,
-            )
+            _scope_fitted(organization=organization, provider=provider)
         except Unprocessable as exc:
             logger.info(
                 "forecast of org %s scope %s not warmed: %s",
@@ -274,15 +279,9 @@ def cost_forecast(
     missing. One currency per forecast (422 naming them otherwise); fewer than
     ``MIN_HISTORY_DAYS`` known days answers 422. The fit is cached per scope, data version
     of its providers and day, and computed once even under concurrent first requests."""
-    from costs.selectors import scope_providers, utc_today
-
     if days not in HORIZONS:
         raise ValueError(f"days must be one of {HORIZONS}")
-    last_day = utc_today() - timedelta(days=1)
-    providers = scope_providers(organization=organization, provider=provider)
-    cached = _fitted(
-        organization=organization, provider=provider, providers=providers, last_day=last_day
-    )
+    cached = _scope_fitted(organization=organization, provider=provider)
     forecast = forecast_from_fit(cached.fit, horizon=days, level=level)
     return ForecastResult(
         currency=cached.currency,
