@@ -314,8 +314,9 @@ def test_forecast_total_scores_each_origin_on_its_longest_total():
 
 def test_forecast_total_width_is_the_conformal_quantile_of_the_origin_scores():
     # Whatever the shape of the misses (fat-tailed t with 3 degrees of freedom, or
-    # normal), the interval covers the level's share of the origins' own misses: rank
-    # ceil(61 x 0.8) = 49 of 60, not a normal quantile of the fitted sd.
+    # normal), the interval covers the level's share of the origins' own misses: the
+    # position 61 x 0.8 = 48.8 of 60, 0.8 of the way (geometrically) from the 48th
+    # smallest miss to the 49th, not a normal quantile of the fitted sd.
     rng = np.random.default_rng(5)
     origins, days = np.repeat(np.arange(60), 4), np.tile([7, 14, 21, 28], 60)
     sim_sd = np.full(len(days), 0.01)
@@ -327,8 +328,34 @@ def test_forecast_total_width_is_the_conformal_quantile_of_the_origin_scores():
     # The width covers the level's share of the origins' own misses.
     for spread, misses in ((fat, per_origin), (thin, normal)):
         half = spread.log_half_width(0.01, 0.8)
-        assert np.sum(np.abs(misses) <= half * (1 + 1e-9)) == 49
+        ordered = np.sort(np.abs(misses))
+        assert half == pytest.approx(ordered[47] * (ordered[48] / ordered[47]) ** 0.8)
+        assert np.sum(np.abs(misses) <= half) == 48
     assert fat.log_half_width(0.01, 0.95) > fat.log_half_width(0.01, 0.8)
+
+
+def test_forecast_total_width_means_its_level_whatever_the_number_of_origins():
+    # A history with gaps leaves some origins without a total. With 8 scored origins
+    # the textbook conformal rank ceil(9 x 0.8) = 8 is the largest score, and covers 8/9
+    # of new misses on average; the interpolated position 7.2 covers 0.8 of them. Drawn
+    # here: 20,000 calibrations of exchangeable misses (normal, and fat-tailed t with 3
+    # degrees of freedom), each scored on one more miss of the same kind (the rank
+    # covers 87.5% with 7 origins, 88.9% with 8).
+    rng = np.random.default_rng(7)
+    for draw in (rng.standard_normal, lambda size: rng.standard_t(3, size=size)):
+        for origins in (7, 8, 9):
+            misses = np.abs(draw(size=(20_000, origins + 1)))
+            covered = [
+                TotalSpread(kappa=1.0, tau=0.0, scores=row[:-1]).log_half_width(1.0, 0.8)
+                >= row[-1]
+                for row in misses
+            ]
+            assert abs(np.mean(covered) - 0.8) < 0.02, (origins, np.mean(covered))
+    # 9 origins: position 8 is a whole rank, the 8th smallest score, as before.
+    assert TotalSpread(1.0, 0.0, np.arange(1.0, 10.0)).log_half_width(1.0, 0.8) == 8.0
+    assert TotalSpread(1.0, 0.0, np.arange(1.0, 9.0)).log_half_width(1.0, 0.8) == (
+        pytest.approx(7.0 * (8.0 / 7.0) ** 0.2)
+    )
 
 
 def test_forecast_total_width_beyond_what_the_origins_can_show_grows_like_a_fat_tail():
