@@ -40,7 +40,7 @@ and such widths covered 70-75% of 90-day totals (docs/benchmarks.md, session 4).
 spend is not normal in log space (Peyton Manning's misses have fat tails): the scores
 carry tails a normal or t quantile misses, and the rank needs no distributional
 assumption. Only a level beyond what the origins can show (over n / (n + 1): 0.95 with
-9 origins) needs a tail shape, and there a fat one (Student's t with 2 degrees of
+12 origins) needs a tail shape, and there a fat one (Student's t with 2 degrees of
 freedom) extrapolates from the largest score.
 """
 

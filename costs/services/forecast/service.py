@@ -76,14 +76,15 @@ def _cache_key(organization, provider, providers, last_day: date) -> str:
     calibrated in log space; v3: 12 calibration origins, daily scores keep their origin;
     v4: median of the simulated totals, conformal total width; v5: calibration origins
     spread back on a geometric grid, each origin's lead kept; v6: backtests fit the
-    forecast's own model), so a deploy never serves an older fit."""
+    forecast's own model; v7: 12 calibration origins), so a deploy never serves an older
+    fit."""
     import hashlib
     import json
 
     state = json.dumps([last_day.isoformat(), _provider_state(providers)])
     digest = hashlib.sha256(state.encode()).hexdigest()[:40]
     scope = provider.id if provider is not None else "all"
-    return f"forecast:v6:{organization.id}:{scope}:{digest}"
+    return f"forecast:v7:{organization.id}:{scope}:{digest}"
 
 
 def _observed_days(
