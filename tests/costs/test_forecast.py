@@ -498,6 +498,25 @@ def test_forecast_is_cached_until_a_sync_changes_the_records(api, aws, fits):
 
 
 @pytest.mark.django_db
+def test_forecast_of_an_organization_with_one_provider_is_that_providers_fit(
+    api, org, aws, fits
+):
+    # One provider, one series: the total and the provider's forecast are one fit, so a
+    # dashboard asking for both (and the warming after a sync) fits once, not twice.
+    total = _forecast(api, "days=60")
+    alone = _forecast(api, f"provider_id={aws.id}&days=60")
+    assert len(fits) == 1
+    assert alone["daily"] == total["daily"]
+    assert alone["confidence_interval"] == total["confidence_interval"]
+    # A second provider makes the total a series of its own.
+    gcp = ProviderFactory(organization=org, name="GCP")
+    _seed(gcp, YESTERDAY - timedelta(days=119), YESTERDAY, base=300.0)
+    assert _forecast(api, "days=60")["projected_total"] > 3 * Decimal(alone["projected_total"])
+    assert _forecast(api, f"provider_id={aws.id}&days=60") == alone
+    assert len(fits) == 2
+
+
+@pytest.mark.django_db
 def test_forecast_cache_is_warmed_when_a_sync_job_finishes(
     api, org, aws, fits, settings, django_capture_on_commit_callbacks
 ):

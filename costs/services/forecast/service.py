@@ -71,7 +71,8 @@ def _provider_state(providers) -> list[tuple]:
 
 
 def _cache_key(organization, provider, providers, last_day: date) -> str:
-    """One key per scope, data version of every provider in it, and last complete day.
+    """One key per scope, data version of every provider in it, and last complete day
+    (an organization with a single provider shares that provider's key).
     The version prefix changes whenever the cached ``FittedForecast`` does (v2: totals
     calibrated in log space; v3: 12 calibration origins, daily scores keep their origin;
     v4: median of the simulated totals, conformal total width; v5: calibration origins
@@ -83,7 +84,12 @@ def _cache_key(organization, provider, providers, last_day: date) -> str:
 
     state = json.dumps([last_day.isoformat(), _provider_state(providers)])
     digest = hashlib.sha256(state.encode()).hexdigest()[:40]
-    scope = provider.id if provider is not None else "all"
+    if len(providers) == 1:
+        # An organization with one provider has one series: its total and that
+        # provider's forecast are the same fit (same records, coverage and currency).
+        scope = f"provider-{providers[0].id}"
+    else:
+        scope = provider.id if provider is not None else "all"
     return f"forecast:v7:{organization.id}:{scope}:{digest}"
 
 
