@@ -27,16 +27,17 @@ its longest total, the horizon's own length or, for an origin nearer than the ho
 all of its holdout (the error model only translates that length to the horizon's). The
 interval's half-width is the split-conformal ``level`` quantile of those scores times
 ``sd`` of the horizon: the score at position ``(n + 1) level`` in sorted order,
-interpolated between the two ranks around it (see ``conformal``). The textbook rank ``ceil((n + 1) level)``
-covers ``ceil((n + 1) level) / (n + 1)`` of exchangeable misses on average, exactly the
-level only when ``(n + 1) level`` is whole: with 8 scored origins the 80% rank is the
-largest score, 8/9 = 88.9% on average. Gaps in a history leave an origin or two
-without a total (a quarter to half of Peyton Manning's fits score 7 or 8 origins);
-interpolated, the position means the level for every n (docs/benchmarks.md, "The
-conformal rank between two scores, session 7"). Scoring every origin on its
-shortest totals too (an average over its lengths) lets 7-day misses set a 90-day width:
-long totals miss in ways short ones do not show (regime changes, a trend that bends),
-and such widths covered 70-75% of 90-day totals (docs/benchmarks.md, session 4). Real
+interpolated between the two ranks around it (see ``conformal``). The textbook rank
+``ceil((n + 1) level)`` covers ``ceil((n + 1) level) / (n + 1)`` of exchangeable misses
+on average, exactly the level only when ``(n + 1) level`` is whole: with 8 scored
+origins the 80% rank is the largest score, 8/9 = 88.9% on average. Gaps in a history
+leave an origin or two without a total (with 9 origins, a quarter to half of Peyton
+Manning's fits scored 7 or 8); interpolated, the position means the level for every n
+(docs/benchmarks.md, "The conformal rank between two scores, session 7"). Scoring every
+origin on its shortest totals too (an average over its lengths) lets 7-day misses set a
+90-day width: long totals miss in ways short ones do not show (regime changes, a trend
+that bends), and such widths covered 70-75% of 90-day totals (docs/benchmarks.md,
+session 4). Real
 spend is not normal in log space (Peyton Manning's misses have fat tails): the scores
 carry tails a normal or t quantile misses, and the rank needs no distributional
 assumption. Only a level beyond what the origins can show (over n / (n + 1): 0.95 with

@@ -76,10 +76,10 @@ RESIDUAL_WINDOW_DAYS = 365
 # tuning data only (docs/benchmarks.md, "Forecasts", sessions 3, 4 and 7: 12 origins
 # since the conformal quantile interpolates between ranks; with the rank ceil((n + 1)
 # level), 12 origins covered 11/13 = 84.6% on average at 80%, and 9 won). Each origin
-# costs a warm-started, capped fit (~0.05-0.1 s of a first forecast). A backtest fits the forecast's
-# own model: yearly seasonality when the forecast has it, even with under two years of
-# training (without it, the demo's backtests missed by half as much again as its
-# forecasts did, and every daily band came out too wide; session 4).
+# costs a warm-started, capped fit (~0.05-0.1 s of a first forecast). A backtest fits
+# the forecast's own model: yearly seasonality when the forecast has it, even with under
+# two years of training (without it, the demo's backtests missed by half as much again
+# as its forecasts did, and every daily band came out too wide; session 4).
 CALIBRATION_ORIGINS = 12
 CALIBRATION_FIRST_LEAD = 14
 CALIBRATION_MAX_LEAD = 728
