@@ -625,6 +625,35 @@ def test_backtest_scores_every_requested_level_from_the_same_fit(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:prophet")  # Prophet's own pandas use
+def test_forecast_hands_cmdstanpy_arrays_with_the_same_json_and_fit(monkeypatch):
+    # Prophet's prepare_data turns every array into nested lists, which cmdstanpy's JSON
+    # writer walks value by value in Python; ours hands over the arrays. The JSON written
+    # and the fit are Prophet's own, to the last bit.
+    from prophet.models import CmdStanPyBackend
+    from stanio.json import dump_stan_json
+
+    days = pd.date_range("2024-01-01", periods=120)
+    history = pd.Series(50 + 5 * np.sin(np.arange(120) * 2 * np.pi / 7) + np.arange(120) / 10,
+                        index=days)
+    ours, real = [], forecast_model._stan_arrays
+
+    def compared(init, data):
+        arrays, lists = real(init, data), CmdStanPyBackend.prepare_data(init, data)
+        assert isinstance(arrays[1]["X"], np.ndarray) and isinstance(lists[1]["X"], list)
+        assert dump_stan_json(arrays[0]) == dump_stan_json(lists[0])
+        assert dump_stan_json(arrays[1]) == dump_stan_json(lists[1])
+        ours.append(1)
+        return arrays
+
+    monkeypatch.setattr(forecast_model, "_stan_arrays", compared)
+    fast = forecast_model.fit_forecast(history, calibrate=False)
+    assert len(ours) == 1
+    monkeypatch.setattr(forecast_model, "_stan_arrays", CmdStanPyBackend.prepare_data)
+    plain = forecast_model.fit_forecast(history, calibrate=False)
+    assert np.array_equal(fast.center, plain.center)
+    assert np.array_equal(fast.total_log_sd, plain.total_log_sd)
+
+
 def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monkeypatch):
     import prophet
 

@@ -232,6 +232,7 @@ def _fit_prophet(
         uncertainty_samples=0,
         **PROPHET_PARAMS,
     )
+    model.stan_backend.prepare_data = _stan_arrays
     recent = frame.iloc[-RESIDUAL_WINDOW_DAYS:]
     with warnings.catch_warnings():
         # Prophet's own pandas deprecations are not ours to act on.
@@ -240,6 +241,23 @@ def _fit_prophet(
         fitted = model.predict(pd.concat([recent[["ds"]], future], ignore_index=True))
     FIT_COUNTER["fits"] += 1
     return model, fitted
+
+
+def _stan_arrays(init: dict, data: dict) -> tuple[dict, dict]:
+    """Prophet's ``CmdStanPyBackend.prepare_data`` without its ``.tolist()``: the same
+    values for cmdstanpy, as numpy arrays. cmdstanpy's JSON writer (stanio) walks a nested
+    list value by value in Python but converts an array in one call, so the seasonal
+    matrix of a two-year fit (730 x 26 values) took 4-5 ms more per fit, 6-7% of a first
+    forecast (13 fits). The JSON written is the same, and so is the fit."""
+    arrays = {"y", "t", "cap", "t_change", "s_a", "s_m", "X", "delta", "beta"}
+
+    def picked(source: dict, keys: str) -> dict:  # Prophet's keys, in Prophet's order
+        return {k: np.asarray(source[k]) if k in arrays else source[k] for k in keys.split()}
+
+    return (
+        picked(init, "k m delta beta sigma_obs"),
+        picked(data, "T S K tau trend_indicator y t cap t_change s_a s_m X sigmas"),
+    )
 
 
 def _trend_draws(model, future: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
