@@ -548,7 +548,8 @@ def _calibrated(
             "simulated path totals, scaled and widened by a level error fitted on "
             f"rolling-origin backtests from {int(leads.min())} to {int(leads.max())} days "
             "before the last complete day with the forecast's own model, width from "
-            "split-conformal scores of their longest totals"
+            "the split-conformal quantile (interpolated between ranks) of their scores "
+            "on their longest totals"
         )
         if not spread.shows(level):
             method += (
