@@ -654,6 +654,7 @@ def test_forecast_hands_cmdstanpy_arrays_with_the_same_json_and_fit(monkeypatch)
     assert np.array_equal(fast.total_log_sd, plain.total_log_sd)
 
 
+@pytest.mark.filterwarnings("ignore::Warning:prophet")  # Prophet's own pandas deprecations
 def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monkeypatch):
     import prophet
 
