@@ -654,6 +654,39 @@ def test_forecast_hands_cmdstanpy_arrays_with_the_same_json_and_fit(monkeypatch)
     assert np.array_equal(fast.total_log_sd, plain.total_log_sd)
 
 
+def test_forecast_log_reads_a_stopped_optimizer_as_a_newton_refit():
+    # cmdstanpy reads CmdStan's exit code 1 as an errno ("Operation not permitted") and
+    # logs it as an error; Prophet refits with Newton (or raises, which its caller
+    # reports), so it is a warning saying that.
+    import logging
+
+    from cmdstanpy.utils import get_logger
+
+    forecast_model._prophet_class()
+    forecast_model._prophet_class()  # once per process is enough: no second filter
+    assert sum(isinstance(f, forecast_model._NewtonRefit) for f in get_logger().filters) == 1
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    get_logger().addHandler(handler)
+    try:
+        get_logger().error("%s error: code '%d' %s", "Chain [1]", 1, "Operation not permitted")
+        get_logger().error("some other failure")
+    finally:
+        get_logger().removeHandler(handler)
+    refit, other = records
+    assert refit.levelname == "WARNING"
+    assert refit.getMessage() == (
+        "Chain [1]: CmdStan's optimizer stopped early (exit code 1); Prophet refits with "
+        "Newton after L-BFGS, or raises"
+    )
+    assert other.levelname == "ERROR" and other.getMessage() == "some other failure"
+
+
 @pytest.mark.filterwarnings("ignore::Warning:prophet")  # Prophet's own pandas deprecations
 def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monkeypatch):
     import prophet
