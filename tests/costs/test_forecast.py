@@ -624,7 +624,6 @@ def test_backtest_scores_every_requested_level_from_the_same_fit(monkeypatch):
     assert sum(narrow["covered"]) <= sum(wide["covered"])
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning:prophet")  # Prophet's own pandas use
 def test_forecast_hands_cmdstanpy_arrays_with_the_same_json_and_fit(monkeypatch):
     # Prophet's prepare_data turns every array into nested lists, which cmdstanpy's JSON
     # writer walks value by value in Python; ours hands over the arrays. The JSON written
@@ -687,7 +686,7 @@ def test_forecast_log_reads_a_stopped_optimizer_as_a_newton_refit():
     assert other.levelname == "ERROR" and other.getMessage() == "some other failure"
 
 
-@pytest.mark.filterwarnings("ignore::Warning:prophet")  # Prophet's own pandas deprecations
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:prophet")  # Prophet's own pandas use
 def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monkeypatch):
     import prophet
 
