@@ -653,6 +653,32 @@ def test_forecast_hands_cmdstanpy_arrays_with_the_same_json_and_fit(monkeypatch)
     assert np.array_equal(fast.total_log_sd, plain.total_log_sd)
 
 
+def test_forecast_skips_a_backtest_whose_fit_cmdstan_could_not_finish(monkeypatch, caplog):
+    # When CmdStan stops on a calibration backtest and Prophet's own retry fails too,
+    # Prophet raises RuntimeError: that origin is left out (logged), the forecast stands.
+    days = pd.date_range("2024-01-01", periods=200)
+    history = pd.Series(50 + 5 * np.sin(np.arange(200) * 2 * np.pi / 7), index=days)
+    calls, real = [], forecast_model._stan_arrays
+
+    def third_fails(init, data):
+        calls.append(1)
+        if len(calls) == 3:  # the forecast's own fit, then the second backtest
+            raise RuntimeError("Error during optimization! Command 'prophet_model.bin ...'")
+        return real(init, data)
+
+    full = forecast_model.fit_forecast(history)
+    monkeypatch.setattr(forecast_model, "_stan_arrays", third_fails)
+    with caplog.at_level("WARNING", logger=forecast_model.__name__):
+        fit = forecast_model.fit_forecast(history)
+    assert fit.calibration.origins == full.calibration.origins - 1
+    skipped = set(full.calibration.leads) - set(fit.calibration.leads)
+    assert len(skipped) == 1
+    assert f"calibration backtest {skipped.pop()} days back skipped" in caplog.text
+    forecast = forecast_model.forecast_from_fit(fit, horizon=30)
+    assert forecast.total_low <= forecast.total <= forecast.total_high
+    assert forecast.calibration["backtest_origins"] == fit.calibration.origins
+
+
 def test_forecast_log_reads_a_stopped_optimizer_as_a_newton_refit():
     # cmdstanpy reads CmdStan's exit code 1 as an errno ("Operation not permitted") and
     # logs it as an error; Prophet refits with Newton (or raises, which its caller

@@ -57,6 +57,8 @@ from costs.services.forecast.recurring import (
     detect_recurring,
 )
 
+logger = logging.getLogger(__name__)
+
 HORIZON_MAX = 90
 HORIZONS = (30, 60, 90)
 MIN_HISTORY_DAYS = 14
@@ -450,9 +452,15 @@ def _calibrate(
         if np.isfinite(history[:until]).sum() < MIN_HISTORY_DAYS:
             continue
         steps = len(actual)
-        _, recurring, paths, _ = _fit_once(
-            scope, until, steps, rng, init, CALIBRATION_FIT_ARGS, yearly
-        )
+        try:
+            _, recurring, paths, _ = _fit_once(
+                scope, until, steps, rng, init, CALIBRATION_FIT_ARGS, yearly
+            )
+        except RuntimeError as exc:
+            # CmdStan stopped on this backtest and so did Prophet's Newton refit: one
+            # origin fewer, not a failed forecast (the conformal quantile takes any n).
+            logger.warning("calibration backtest %d days back skipped: %s", lead, exc)
+            continue
         init = paths.params  # the next origin's data is nearly the same: start from here
         used.append(lead)
         origin = len(used)
