@@ -70,9 +70,11 @@ def _provider_state(providers) -> list[tuple]:
     ]
 
 
-def _cache_key(organization, provider, providers, last_day: date) -> str:
-    """One key per scope, data version of every provider in it, and last complete day
-    (an organization with a single provider shares that provider's key).
+def _cache_key(organization, providers, last_day: date) -> str:
+    """One key per series: the providers the scope covers (id, data version, coverage)
+    and the last complete day. The organization's total and one provider's forecast
+    differ exactly when their providers do, so an organization with a single provider
+    shares that provider's fit.
     The version prefix changes whenever the cached ``FittedForecast`` does (v2: totals
     calibrated in log space; v3: 12 calibration origins, daily scores keep their origin;
     v4: median of the simulated totals, conformal total width; v5: calibration origins
@@ -84,13 +86,7 @@ def _cache_key(organization, provider, providers, last_day: date) -> str:
 
     state = json.dumps([last_day.isoformat(), _provider_state(providers)])
     digest = hashlib.sha256(state.encode()).hexdigest()[:40]
-    if len(providers) == 1:
-        # An organization with one provider has one series: its total and that
-        # provider's forecast are the same fit (same records, coverage and currency).
-        scope = f"provider-{providers[0].id}"
-    else:
-        scope = provider.id if provider is not None else "all"
-    return f"forecast:v7:{organization.id}:{scope}:{digest}"
+    return f"forecast:v7:{organization.id}:{digest}"
 
 
 def _observed_days(
@@ -208,7 +204,7 @@ def _fitted(*, organization, provider, providers, last_day: date) -> _CachedFit:
 
     from costs.selectors import cost_currency
 
-    key = _cache_key(organization, provider, providers, last_day)
+    key = _cache_key(organization, providers, last_day)
     cached = cache.get(key)
     if cached is not None:
         return cached
