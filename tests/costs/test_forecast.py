@@ -611,13 +611,14 @@ def test_backtest_scores_every_requested_level_from_the_same_fit(monkeypatch):
     assert forecast_model.FIT_COUNTER["fits"] - fits == 1 + calibration_fits  # one fit
     accumulated: dict = {}
     backtest._accumulate(accumulated, result)
-    lines = backtest._table([(name, accumulated)])
+    lines = backtest._table([(name, accumulated)], spacing=7)
     rows = {line.split(" | ")[2]: line for line in lines if "| 30 |" in line}
     assert set(rows) == {
         "model", "model, 95%", "seasonal naive", "seasonal naive, 95%", "Koku linear"
     }
     assert "of 80%" in rows["model"] and "of 95%" in rows["model, 95%"]
     assert "of 95%" in rows["Koku linear"]
+    assert rows["model"].endswith("% |") and rows["model"].count("|") == 9  # bootstrap column
     # The same fit at a higher level: same point forecast, wider intervals.
     narrow, wide = result[30]["model"], result[30]["model, 95%"]
     assert narrow["ape"] == wide["ape"]
@@ -751,3 +752,26 @@ def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monke
                          daily_seasonality=False, uncertainty_samples=0)
     model.fit(frame, iter=200)
     assert len(calls) == 7 and calls[-1] != calls[0]
+
+
+def test_backtest_coverage_interval_resamples_neighbouring_origins_together():
+    from costs.management.commands.backtest_forecast import block_bootstrap_interval
+
+    # Independent origins: one origin per block is the binomial interval (p = 0.8,
+    # n = 400: SE 2 points, so 5-95% is about 76.7-83.3).
+    hits = list(np.random.default_rng(4).random(400) < 0.8)
+    low, high = block_bootstrap_interval(hits, ["a"] * 400, block=1)
+    assert low < np.mean(hits) < high and 5 < 100 * (high - low) < 8
+    # The same share of hits in long runs (a calm stretch, a bad one, a calm one), as
+    # overlapping holdouts make them: blocks of the run length show the spread that
+    # one-by-one resampling hides.
+    runs = [True] * 160 + [False] * 80 + [True] * 160
+    one_by_one = block_bootstrap_interval(runs, ["a"] * 400, block=1)
+    blocks = block_bootstrap_interval(runs, ["a"] * 400, block=40)
+    assert one_by_one[0] < 0.8 < one_by_one[1] and blocks[0] < 0.8 < blocks[1]
+    assert blocks[1] - blocks[0] > 2.5 * (one_by_one[1] - one_by_one[0])
+    # Strata are resampled apart: each keeps its own size and, within one block, its
+    # coverage (the pooled demo's seeds are separate series).
+    assert block_bootstrap_interval([1] * 10 + [0] * 30, ["x"] * 10 + ["y"] * 30, block=30) == (
+        0.25, 0.25
+    )

@@ -28,7 +28,10 @@ total, empirical coverage of the daily bands and of the total's band (origins wh
 holdout has no missing day), against each method's nominal level, each with its
 binomial standard error sqrt(p (1 - p) / n). That SE treats the n origins (days) as
 independent draws; neighbouring origins share most of their holdout and calibration
-history, so the real uncertainty is larger.
+history, so the real uncertainty is larger. The total's coverage also gets a 90%
+circular block bootstrap interval: the origins of each dataset resampled in runs of a
+holdout's length (``block_bootstrap_interval``), still a lower bound on the uncertainty
+(it only redraws the origins of the stretch that ran).
 
 Tuning mode (``--tune``): the candidate rules for choosing the calibration origins
 (``TUNE_SHARES`` x ``TUNE_COUNTS`` of ``model._calibration_leads``, and session 2's
@@ -49,6 +52,7 @@ under 0.5: on 2 cores, anything else running shows up directly in the first fore
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import statistics
@@ -75,6 +79,7 @@ PEYTON_NAME = "Peyton Manning exp(y)"
 LEVEL = 0.8
 KOKU_LEVEL = 0.95
 FIRST_REPEATS = 3
+BOOTSTRAP_RESAMPLES = 4000
 
 _DATASETS: dict[str, tuple[pd.Series, dict[str, pd.Series] | None]] = {}
 _TUNING: list[bool] = []  # [True] in tuning mode (read by the forked workers)
@@ -248,22 +253,60 @@ def _coverage(hits: list) -> str:
     return f"{100 * p:.1f}% ± {100 * np.sqrt(p * (1 - p) / len(hits)):.1f}"
 
 
-def _table(rows: list[tuple[str, dict]]) -> list[str]:
+def block_bootstrap_interval(
+    hits: list, strata: list, block: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """The 90% interval (5th and 95th percentiles) of a coverage under a circular block
+    bootstrap: within each stratum (a dataset; the pooled demo keeps its seeds apart),
+    the origins' hits, in origin order, are resampled as runs of ``block`` consecutive
+    origins, wrapping around at the end so that the first and last origins are drawn as
+    often as the others (Politis and Romano's circular blocks). Origins closer than a
+    holdout share most of their outcome days, so they hit or miss together: resampled
+    one by one (what the binomial SE assumes) they show less spread than the data has.
+    The blocks only resample the origins that ran: they say how much the coverage of
+    this stretch of history depends on which of its origins were drawn, not how another
+    stretch would come out (the origins of one stretch share their calibration years),
+    so this too is a lower bound on the real uncertainty. A stratum no longer than one
+    block contributes its coverage unchanged."""
+    rng = np.random.default_rng(seed)
+    hits_array, strata_array = np.asarray(hits, dtype=float), np.asarray(strata)
+    covered = np.zeros(resamples)
+    for stratum in dict.fromkeys(strata):  # in order of first appearance
+        run = hits_array[strata_array == stratum]
+        if len(run) <= block:
+            covered += run.sum()
+            continue
+        starts = rng.integers(0, len(run), size=(resamples, math.ceil(len(run) / block)))
+        index = (starts[:, :, None] + np.arange(block)).reshape(resamples, -1) % len(run)
+        covered += run[index[:, : len(run)]].sum(axis=1)
+    low, high = np.percentile(covered / len(hits_array), [5, 95])
+    return float(low), float(high)
+
+
+def _table(rows: list[tuple[str, dict]], spacing: int) -> list[str]:
+    """The report: one row per (dataset, horizon, method). The total's coverage carries
+    its binomial SE and its block-bootstrap 90% interval (blocks of a holdout's length,
+    ``ceil(horizon / spacing)`` origins; see ``block_bootstrap_interval``)."""
     lines = [
-        "| dataset | horizon | method | daily MAPE | total error | daily coverage | total coverage |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | horizon | method | daily MAPE | total error | daily coverage "
+        "| total coverage | total coverage, block bootstrap 90% |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, by_horizon in rows:
         for horizon in HORIZONS:
             for method, acc in by_horizon[horizon].items():
                 nominal = f"{acc['level']:.0%}"
+                low, high = block_bootstrap_interval(
+                    acc["total_covered"], acc["strata"], math.ceil(horizon / spacing)
+                )
                 lines.append(
                     f"| {name} | {horizon} | {method} "
                     f"| {100 * np.mean(acc['ape']):.2f}% "
                     f"| {100 * np.mean(acc['total_error']):.2f}% "
                     f"| {_coverage(acc['covered'])} of {nominal} "
                     f"| {_coverage(acc['total_covered'])} of {nominal} "
-                    f"(n={len(acc['total_covered'])}) |"
+                    f"(n={len(acc['total_covered'])}) "
+                    f"| {100 * low:.1f}-{100 * high:.1f}% |"
                 )
     return lines
 
@@ -293,11 +336,13 @@ def _tune_table(groups: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _accumulate(target: dict, result: dict) -> None:
+def _accumulate(target: dict, result: dict, stratum: str = "") -> None:
+    """Add one origin's scores (``stratum``: its dataset, for the bootstrap)."""
     for horizon, methods in result.items():
         for method, score in methods.items():
             acc = target.setdefault(horizon, {}).setdefault(
-                method, {"ape": [], "covered": [], "total_error": [], "total_covered": []}
+                method,
+                {"ape": [], "covered": [], "total_error": [], "total_covered": [], "strata": []},
             )
             acc["level"] = score["level"]
             acc["ape"] += score["ape"]
@@ -305,6 +350,7 @@ def _accumulate(target: dict, result: dict) -> None:
             if "total_error" in score:
                 acc["total_error"].append(score["total_error"])
                 acc["total_covered"].append(score["total_covered"])
+                acc["strata"].append(stratum)
 
 
 # -- speed -------------------------------------------------------------------------------
@@ -468,11 +514,11 @@ class Command(BaseCommand):
             tasks += [(name, str((last - pd.Timedelta(days=spacing * i)).date()))
                       for i in range(origins)]
         if tasks:
-            self._backtests(tasks, jobs, seeds, started)
+            self._backtests(tasks, jobs, seeds, spacing, started)
         if not skip_speed:
             self.stdout.write("\n" + "\n".join(_speed(self.stdout)))
 
-    def _backtests(self, tasks, jobs, seeds, started):
+    def _backtests(self, tasks, jobs, seeds, spacing, started):
         connections.close_all()  # the workers are forked and never touch the database
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
             results = pool.map(backtest_origin, tasks, chunksize=1)
@@ -480,9 +526,9 @@ class Command(BaseCommand):
         by_dataset: dict[str, dict] = {}
         pooled: dict = {}
         for name, result, _ in results:
-            _accumulate(by_dataset.setdefault(name, {}), result)
+            _accumulate(by_dataset.setdefault(name, {}), result, name)
             if name.startswith("demo"):
-                _accumulate(pooled, result)
+                _accumulate(pooled, result, name)
         fit_seconds = [elapsed for _, _, elapsed in results]
         if _TUNING:
             groups = {"demo": pooled} if pooled else {}
@@ -493,7 +539,7 @@ class Command(BaseCommand):
             rows = list(by_dataset.items())
             if len(seeds) > 1:
                 rows.append(("demo, all seeds", pooled))
-            self.stdout.write("\n".join(_table(rows)))
+            self.stdout.write("\n".join(_table(rows, spacing)))
         self.stdout.write(
             f"\n{len(tasks)} origins, {jobs} processes, {time.perf_counter() - started:.0f} s; "
             f"one fit with its calibration backtests: median {statistics.median(fit_seconds):.2f} s"
