@@ -413,7 +413,10 @@ def test_dismiss_anomaly(api, membership, listed):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("body", [{}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 501}])
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 501}, {"reason": 5}, {"reason": True}],
+)
 def test_dismiss_requires_a_reason(api, listed, body):
     response = api.post(f"{URL}/{listed['total'].id}/dismiss", body, format="json")
     assert response.status_code == 400
