@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_org
-from costs.api.params import ProviderScopedQuery, parse_query, scoped_provider
+from costs.api.params import ProviderScopedQuery, days_field, parse_query, scoped_provider
 from costs.models import Anomaly
 from costs.money import to_cents
 from costs.selectors import anomaly_list
@@ -21,20 +21,10 @@ from infraaudit.pagination import Pagination
 
 
 class AnomalyQuery(ProviderScopedQuery):
-    days = serializers.IntegerField(
-        default=30, min_value=1, max_value=3650,
-        help_text="Look-back: anomalies of the last `days` complete days (1..3650).",
-    )
+    days = days_field("Look-back: anomalies of the last `days` complete days (1..3650).")
     status = serializers.ChoiceField(
         [s.value for s in Anomaly.Status], required=False, help_text="Only active or dismissed."
     )
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        message = "must be between 1 and 3650"
-        self.fields["days"].error_messages.update(
-            {"min_value": message, "max_value": message, "invalid": message}
-        )
 
 
 class _Money(serializers.DecimalField):

@@ -13,6 +13,27 @@ class ProviderScopedQuery(serializers.Serializer):
     )
 
 
+DAYS_RANGE = "must be between 1 and 3650"
+
+
+def days_field(help_text: str) -> serializers.IntegerField:
+    """``days`` (1..3650, default 30) whose every rejection says the range. The messages
+    go to the constructor: the min/max validators copy them there, so updating
+    ``error_messages`` later changes only the "invalid" one."""
+    return serializers.IntegerField(
+        default=30,
+        min_value=1,
+        max_value=3650,
+        help_text=help_text,
+        error_messages={
+            "min_value": DAYS_RANGE,
+            "max_value": DAYS_RANGE,
+            "invalid": DAYS_RANGE,
+            "max_string_length": DAYS_RANGE,
+        },
+    )
+
+
 def parse_query(serializer_class, request) -> dict:
     """Validated query parameters, or 400 INVALID_PARAMETER naming each bad one."""
     serializer = serializer_class(data=request.query_params)

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_org
-from costs.api.params import ProviderScopedQuery, parse_query, scoped_provider
+from costs.api.params import ProviderScopedQuery, days_field, parse_query, scoped_provider
 from costs.money import round_parts, to_cents
 from costs.selectors import cost_overview, cost_trend
 
@@ -75,23 +75,8 @@ class OverviewView(APIView):
         )
 
 
-_DAYS_RANGE = "must be between 1 and 3650"
-
-
 class TrendQuery(ProviderScopedQuery):
-    # The messages are given to the constructor: the min/max validators copy them there.
-    days = serializers.IntegerField(
-        default=30,
-        min_value=1,
-        max_value=3650,
-        help_text="Window ending today (1..3650).",
-        error_messages={
-            "min_value": _DAYS_RANGE,
-            "max_value": _DAYS_RANGE,
-            "invalid": _DAYS_RANGE,
-            "max_string_length": _DAYS_RANGE,
-        },
-    )
+    days = days_field("Window ending today (1..3650).")
     granularity = serializers.ChoiceField(["day", "week", "month"], default="day")
     group_by = serializers.ChoiceField(["provider", "service", "region"], default="provider")
 
