@@ -13,25 +13,21 @@ class ProviderScopedQuery(serializers.Serializer):
     )
 
 
-DAYS_RANGE = "must be between 1 and 3650"
+def ranged_field(field_class, low, high, **kwargs) -> serializers.Field:
+    """A numeric ``field_class`` from ``low`` to ``high`` whose every rejection (not a
+    number, too small, too large) says the range. The messages go to the constructor:
+    the min/max validators copy them there, so updating ``error_messages`` later changes
+    only the "invalid" one."""
+    message = f"must be between {low} and {high}"
+    keys = ("min_value", "max_value", "invalid", "max_string_length")
+    return field_class(
+        min_value=low, max_value=high, error_messages=dict.fromkeys(keys, message), **kwargs
+    )
 
 
 def days_field(help_text: str) -> serializers.IntegerField:
-    """``days`` (1..3650, default 30) whose every rejection says the range. The messages
-    go to the constructor: the min/max validators copy them there, so updating
-    ``error_messages`` later changes only the "invalid" one."""
-    return serializers.IntegerField(
-        default=30,
-        min_value=1,
-        max_value=3650,
-        help_text=help_text,
-        error_messages={
-            "min_value": DAYS_RANGE,
-            "max_value": DAYS_RANGE,
-            "invalid": DAYS_RANGE,
-            "max_string_length": DAYS_RANGE,
-        },
-    )
+    """``days`` (1..3650, default 30)."""
+    return ranged_field(serializers.IntegerField, 1, 3650, default=30, help_text=help_text)
 
 
 def parse_query(serializer_class, request) -> dict:
