@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_org
-from costs.api.params import ProviderScopedQuery, parse_query, scoped_provider
+from costs.api.params import ProviderScopedQuery, parse_query, ranged_field, scoped_provider
 from costs.money import round_parts, to_cents
 from costs.services.forecast import HORIZONS, MIN_HISTORY_DAYS, cost_forecast
 
@@ -17,20 +17,17 @@ class ForecastQuery(ProviderScopedQuery):
     days = serializers.ChoiceField(
         choices=list(HORIZONS), default=30, help_text="Days to forecast: 30, 60 or 90."
     )
-    interval_level = serializers.FloatField(
+    interval_level = ranged_field(
+        serializers.FloatField,
+        0.5,
+        0.99,
         default=0.8,
-        min_value=0.5,
-        max_value=0.99,
         help_text="Probability that each interval holds the real outcome (0.5..0.99).",
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["days"].error_messages["invalid_choice"] = "must be one of 30, 60, 90"
-        message = "must be between 0.5 and 0.99"
-        self.fields["interval_level"].error_messages.update(
-            {"min_value": message, "max_value": message, "invalid": message}
-        )
 
 
 ForecastResponse = inline_serializer(

@@ -151,7 +151,7 @@ def test_forecast_one_fit_serves_every_horizon_and_level(api, aws, fits):
     [
         ("days=45", "days"), ("days=abc", "days"), ("days=0", "days"), ("days=-30", "days"),
         ("interval_level=1.5", "interval_level"), ("interval_level=x", "interval_level"),
-        ("provider_id=x", "provider_id"),
+        ("interval_level=0.4", "interval_level"), ("provider_id=x", "provider_id"),
     ],
 )
 def test_forecast_rejects_bad_parameters(api, query, param):
@@ -160,6 +160,8 @@ def test_forecast_rejects_bad_parameters(api, query, param):
     body = response.json()
     assert body["code"] == "INVALID_PARAMETER"
     assert param in body["details"]
+    if param == "interval_level":  # too high, too low or no number: the same range
+        assert body["details"]["interval_level"] == ["must be between 0.5 and 0.99"]
 
 
 @pytest.mark.django_db
