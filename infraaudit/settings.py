@@ -108,8 +108,17 @@ except Exception as exc:  # django-environ raises several types for a malformed 
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded default serves concurrent requests and in-process jobs. A transaction
+    # that reads and then writes (the default DEFERRED mode) cannot wait for another
+    # writer: SQLite answers "database is locked" at once, a 500. IMMEDIATE takes the
+    # write lock at BEGIN, so writers queue for up to ``timeout`` seconds instead; WAL
+    # lets readers go on while one writes.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=30,
+        transaction_mode="IMMEDIATE",
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {

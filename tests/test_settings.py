@@ -62,3 +62,60 @@ def test_env_int_and_list(monkeypatch):
     monkeypatch.setenv("X_INT", "twelve")
     with pytest.raises(ImproperlyConfigured, match="X_INT must be an integer"):
         env_int("X_INT", 3)
+
+
+_SQLITE_WRITERS = """
+import threading
+
+import django
+
+django.setup()
+from django.db import connection, connections, transaction
+
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE probe (n integer)")
+    cursor.execute("INSERT INTO probe VALUES (0)")
+meet, errors = threading.Barrier(2), []
+
+
+def read_then_write():
+    try:
+        with transaction.atomic(), connections["default"].cursor() as cursor:
+            cursor.execute("SELECT n FROM probe")
+            try:  # both have read before either writes, unless one waits at BEGIN
+                meet.wait(timeout=1)
+            except threading.BrokenBarrierError:
+                pass
+            cursor.execute("UPDATE probe SET n = n + 1")
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        connections.close_all()
+
+
+threads = [threading.Thread(target=read_then_write) for _ in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT n FROM probe")
+    print(errors, cursor.fetchone()[0])
+"""
+
+
+def test_sqlite_default_queues_concurrent_writers_instead_of_failing(tmp_path):
+    """Two requests that each read, then write, at the same time on the embedded default:
+    both commit (before IMMEDIATE transactions one got 'database is locked', a 500)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "INFRAAUDIT_"))}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "infraaudit.settings", "DJANGO_DEBUG": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "INFRAAUDIT_VAR_DIR": str(tmp_path),
+    })
+    result = subprocess.run(
+        [sys.executable, "-c", _SQLITE_WRITERS],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["[]", "2"], result.stdout
