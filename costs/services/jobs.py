@@ -183,11 +183,11 @@ def sync_job_finish_if_done(*, job_id: int) -> None:
         results = list(job.results.select_related("provider"))
         if any(r.status not in FINAL_RESULT for r in results):
             return
-        _after_sync(job, results)
+        incomplete = _after_sync(job, results)
         if settings.FORECAST_WARM_AFTER_SYNC:
             transaction.on_commit(lambda: _warm_forecasts(job.organization_id))
         failed = [r for r in results if r.status == SyncJobProvider.Status.FAILED]
-        if not failed:
+        if not failed and not incomplete:
             job.status = SyncJob.Status.SUCCEEDED
         elif len(failed) == len(results):
             job.status = SyncJob.Status.FAILED
@@ -207,13 +207,16 @@ def _warm_forecasts(organization_id: int) -> None:
     warm_forecasts.delay(organization_id)
 
 
-def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> None:
+def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:
     """What a sync triggers for each provider whose records changed: anomaly re-detection
     of the re-synced days (new anomalies are alerted after commit). Cached forecasts key
     on the provider's data version, which the sync bumped, so they are invalid already.
 
     A detection failure does not undo the sync: it is rolled back to its savepoint,
-    logged and recorded on the job's ``error``."""
+    logged and recorded on the job's ``error`` and on the provider's entry, whose records
+    stay written (``succeeded``). Returns how many providers' detection failed: their
+    anomalies are not fresh, so the job is ``partial``, not ``succeeded`` (API.md: a
+    client that sees ``succeeded`` reads fresh data)."""
     from costs.services.anomalies import anomalies_detect
 
     changed = [r for r in results if r.changed and r.date_from and r.date_to]
@@ -229,13 +232,16 @@ def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> None:
                 )
         except Exception as exc:  # a bug in detection must not leave the job running
             logger.exception("anomaly detection for provider %s failed", result.provider_id)
-            errors.append(
-                f"anomaly detection for provider {result.provider_id} failed "
-                f"({type(exc).__name__}); see the worker log"
+            message = (
+                f"records written, but anomaly detection for {result.date_from}.."
+                f"{result.date_to} failed ({type(exc).__name__}); see the worker log"
             )
+            SyncJobProvider.objects.filter(pk=result.pk).update(error=message)
+            errors.append(f"provider {result.provider_id}: {message}")
     if errors:
         job.error = "\n".join(filter(None, [job.error, *errors]))[:4000]
         SyncJob.objects.filter(pk=job.pk).update(error=job.error)
+    return len(errors)
 
 
 def sync_jobs_sweep_stale(*, now=None) -> int:
