@@ -316,6 +316,10 @@ class AzureCostManagementAdapter:
         try:
             return client.send_request(HttpRequest("POST", url, json=body))
         except ClientAuthenticationError as exc:
+            if isinstance(exc.__cause__, (ServiceRequestError, ServiceResponseError)):
+                # The token request never got an answer (DNS, network): nothing was
+                # rejected, so no credential to check; transient like any network error.
+                raise ProviderThrottled("could not reach Azure AD to sign in; will retry") from None
             code = _AADSTS.search(str(exc))
             raise ProviderError(
                 "Azure AD rejected the service principal"

@@ -14,6 +14,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+import requests
 import responses
 
 from costs.services.sync import cost_records_sync
@@ -331,6 +332,20 @@ def test_azure_fetch_rejected_secret_raises_actionable_error(http):
     message = str(caught.value)
     assert "AADSTS7000215" in message and "client_secret" in message
     assert CREDENTIALS["client_secret"] not in message
+    assert cost_calls(http) == []
+
+
+def test_azure_fetch_unreachable_sign_in_is_transient_not_a_rejected_secret(http):
+    http.get(
+        f"{AUTHORITY}/v2.0/.well-known/openid-configuration",
+        body=requests.exceptions.ConnectionError("Failed to resolve 'login.microsoftonline.com'"),
+    )
+
+    with pytest.raises(ProviderThrottled) as caught:
+        fetch_all(snapshot())
+
+    assert "could not reach Azure AD" in str(caught.value)
+    assert "client_secret" not in str(caught.value)
     assert cost_calls(http) == []
 
 
