@@ -46,7 +46,9 @@ class ProviderForm(forms.ModelForm):
         if kind:
             try:
                 config, credentials = validate_provider_settings(
-                    kind=kind, config=cleaned.get("config") or {}, credentials=credentials
+                    kind=kind, config=cleaned.get("config") or {}, credentials=credentials,
+                    # a local FOCUS path must be inside this organization's import folder
+                    organization=cleaned.get("organization") or self.instance.organization,
                 )
             except serializers.ValidationError as exc:
                 raise ValidationError(json.dumps(exc.detail)) from None

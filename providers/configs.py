@@ -1,6 +1,11 @@
 """Validation of each provider kind's ``config`` and ``credentials`` (no cloud SDK imported).
 
 One serializer pair per kind; ``validate_provider_settings`` picks them by kind.
+
+Local FOCUS folders: ``settings.IMPORT_ROOT`` is shared by every organization, so each one
+reads only its own folder below it, ``IMPORT_ROOT/<organization slug>/``
+(``organization_import_folder``). A local ``config.uri`` must resolve inside that folder;
+the FOCUS adapter checks it again at read time.
 """
 
 from __future__ import annotations
@@ -8,14 +13,23 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from rest_framework import serializers
+
+if TYPE_CHECKING:
+    from accounts.models import Organization
 
 _AWS_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _AWS_ACCOUNT = re.compile(r"^\d{12}$")
 _GCP_TABLE = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]\.[A-Za-z0-9_]{1,1024}\.[A-Za-z0-9_$-]{1,1024}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+# Anything shaped like a URL: never a local path, whatever the scheme.
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# What a SlugField accepts: one plain path segment, never '.', '..' or a separator.
+_SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
 
 class _Strict(serializers.Serializer):
@@ -85,15 +99,50 @@ class AzureCredentials(_Strict):
 
 
 class FocusConfig(_Strict):
+    """``uri``: ``s3://bucket/prefix/`` or a local path inside the import folder of the
+    organization in ``context["organization"]``; without one, no local path is accepted."""
+
     uri = serializers.CharField(max_length=1024, required=False, allow_blank=True)
     region = serializers.CharField(max_length=32, default="us-east-1")
 
     def validate_uri(self, value: str) -> str:
-        if not value or value.startswith("s3://"):
-            if value and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+        if not value:
+            return value
+        organization = self.context.get("organization")
+        scheme = unsupported_scheme(value)
+        if scheme is not None:
+            raise serializers.ValidationError(
+                f"unsupported scheme {scheme!r}: use s3://bucket/prefix/ or a path inside "
+                f"{_folder_hint(organization)}"
+            )
+        if value.startswith("s3://"):
+            if not _S3_URI.match(value):
                 raise serializers.ValidationError("must be s3://bucket/prefix/")
             return value
-        return str(resolve_import_path(value))
+        if organization is None:
+            raise serializers.ValidationError(
+                "a local path is only accepted for a provider of a known organization"
+            )
+        return str(resolve_import_path(value, organization_import_folder(organization.slug)))
+
+
+def unsupported_scheme(value: str) -> str | None:
+    """The scheme of a URL-shaped ``value`` we do not read (all but lower-case ``s3``), else
+    None. Such a value must be refused, not taken for a relative path: ``gs://b/x`` would
+    otherwise become the local folder ``gs:/b/x`` and sync as "does not exist"."""
+    match = _URL_SCHEME.match(value)
+    if match is None or match.group(1) == "s3":
+        return None
+    return match.group(1)
+
+
+def _folder_hint(organization: Organization | None) -> str:
+    if organization is None:
+        return "the organization's import folder (IMPORT_ROOT/<organization slug>)"
+    try:
+        return f"this organization's import folder {organization_import_folder(organization.slug)}"
+    except serializers.ValidationError:
+        return "the organization's import folder (IMPORT_ROOT/<organization slug>)"
 
 
 class FocusCredentials(_Strict):
@@ -101,16 +150,41 @@ class FocusCredentials(_Strict):
     aws_secret_access_key = serializers.CharField(max_length=256)
 
 
-def resolve_import_path(value: str) -> Path:
-    """A local export path, accepted only inside INFRAAUDIT_IMPORT_ROOT (symlinks resolved)."""
+def organization_import_folder(slug: str) -> Path:
+    """``IMPORT_ROOT/<slug>``, resolved: the only local folder the FOCUS providers of the
+    organization with this slug may read. The import root itself is shared by every
+    organization, so it is never an organization's folder (nor is a folder the root is
+    inside, should an operator symlink one there)."""
+    if not _SLUG.match(slug or ""):
+        raise serializers.ValidationError(
+            f"the organization's slug {slug!r} cannot name an import folder"
+        )
     root = Path(settings.IMPORT_ROOT).resolve()
+    folder = (root / slug).resolve()
+    if folder == root or folder in root.parents:
+        raise serializers.ValidationError(
+            f"the import folder of {slug!r} resolves to {folder}, which holds the whole import "
+            "root; make it a folder of its own"
+        )
+    return folder
+
+
+def resolve_import_path(value: str, folder: Path) -> Path:
+    """A local export path (absolute, or relative to ``folder``), resolved with symlinks
+    followed, and accepted only inside ``folder``: the organization's import folder, so a
+    symlink or an absolute path cannot reach another organization's exports."""
     raw = Path(value)
     if ".." in raw.parts:
         raise serializers.ValidationError("must not contain '..'")
-    candidate = raw if raw.is_absolute() else root / raw
-    resolved = candidate.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise serializers.ValidationError(f"must be inside the import root {root}")
+    candidate = raw if raw.is_absolute() else folder / raw
+    try:
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise serializers.ValidationError("cannot be resolved (a symlink loop?)") from None
+    if resolved != folder and folder not in resolved.parents:
+        raise serializers.ValidationError(
+            f"must be inside this organization's import folder {folder}"
+        )
     return resolved
 
 
@@ -123,12 +197,17 @@ KIND_SETTINGS = {
 
 
 def validate_provider_settings(
-    *, kind: str, config: dict, credentials: dict | None
+    *, kind: str, config: dict, credentials: dict | None,
+    organization: Organization | None = None,
 ) -> tuple[dict, dict | None]:
-    """Validated (config, credentials) for ``kind``; raises ValidationError naming the keys."""
+    """Validated (config, credentials) for ``kind``; raises ValidationError naming the keys.
+    ``organization`` is the provider's: a local FOCUS path must be inside its import folder,
+    and without it no local path is accepted."""
     config_cls, credentials_cls = KIND_SETTINGS[kind]
     errors = {}
-    config_ser = config_cls(data=config if isinstance(config, dict) else {})
+    config_ser = config_cls(
+        data=config if isinstance(config, dict) else {}, context={"organization": organization}
+    )
     if not isinstance(config, dict):
         errors["config"] = ["must be an object"]
     elif not config_ser.is_valid():

@@ -31,7 +31,7 @@ def provider_create(
     is_active: bool = True,
 ) -> Provider:
     config, credentials = validate_provider_settings(
-        kind=kind, config=config, credentials=credentials
+        kind=kind, config=config, credentials=credentials, organization=organization
     )
     provider = Provider(
         organization=organization, name=name, kind=kind, config=config, is_active=is_active
@@ -42,7 +42,9 @@ def provider_create(
 
 def provider_update(*, provider: Provider, data: dict) -> Provider:
     """Apply a (partial) update. Credentials are replaced only when given; ``{}`` or null
-    clears them. The kind cannot change: a different kind is a different provider."""
+    clears them. The kind cannot change: a different kind is a different provider. The
+    config is validated again as a whole, against the provider's own organization (a local
+    FOCUS path must stay inside its import folder)."""
     if "kind" in data and data["kind"] != provider.kind:
         raise serializers.ValidationError({"kind": ["cannot be changed; create a new provider"]})
     config = data.get("config", provider.config)
@@ -51,6 +53,7 @@ def provider_update(*, provider: Provider, data: dict) -> Provider:
         kind=provider.kind,
         config=config,
         credentials=data.get("credentials") if credentials_given else None,
+        organization=provider.organization,
     )
     provider.config = config
     if credentials_given:

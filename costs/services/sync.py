@@ -79,6 +79,7 @@ def provider_snapshot(provider: Provider) -> ProviderSnapshot:
         config=dict(provider.config),
         credentials=provider.credentials,
         allow_ambient_credentials=settings.ALLOW_AMBIENT_CREDENTIALS,
+        organization_slug=provider.organization.slug,
     )
 
 

@@ -41,6 +41,9 @@ class ProviderSnapshot:
     config: dict[str, Any]
     credentials: dict[str, Any] = field(repr=False)
     allow_ambient_credentials: bool = False
+    # The provider's organization: a local FOCUS path is read only inside its import
+    # folder, IMPORT_ROOT/<slug> (``providers.configs.organization_import_folder``).
+    organization_slug: str = ""
 
 
 @dataclass(slots=True)

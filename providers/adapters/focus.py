@@ -5,10 +5,13 @@ Where the files come from (``config.uri``):
 * ``s3://bucket/prefix/`` (or one object): listed and downloaded with boto3, one file at a
   time into a temporary directory, with the provider's own access key pair; the server's
   ambient credentials only when ``INFRAAUDIT_ALLOW_AMBIENT_CREDENTIALS`` is on;
-* a local file or folder (read recursively), which must resolve inside
-  ``settings.IMPORT_ROOT``. The check runs again at read time, for the configured path and
-  for every file found in a folder, so a symlink planted after the config was validated
-  (or one inside the folder pointing elsewhere) is refused;
+* a local file or folder (read recursively), which must resolve inside the import folder
+  of the provider's organization, ``IMPORT_ROOT/<organization slug>/`` (the import root is
+  shared by every organization; see ``providers.configs``). The check runs again at read
+  time, against the provider's organization (not anything in its config), for the
+  configured path and for every file found in a folder, so a path stored around
+  the API, a symlink planted after the config was validated (or one inside the folder
+  pointing elsewhere) is refused;
 * an uploaded file the server stored (``fetch_file``).
 
 Which files of a folder or prefix are read: only the latest delivery of each billing period
@@ -52,7 +55,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-from django.conf import settings
 
 from providers.adapters import focus_discovery as discovery
 from providers.adapters.base import (
@@ -99,7 +101,7 @@ _S3_RETRYABLE = frozenset({
 @dataclass(frozen=True)
 class _Source:
     path: Path  # what we read (local)
-    label: str  # what messages call it: a path relative to the import root, or s3://...
+    label: str  # what messages call it: a path relative to the import folder, or s3://...
 
 
 @dataclass(frozen=True)
@@ -133,11 +135,13 @@ class FocusAdapter:
         if not uri:
             raise ProviderError(
                 "this FOCUS provider has no config.uri; set one (s3://bucket/prefix/ or a "
-                "path inside the import root) or upload a file"
+                "path inside the organization's import folder) or upload a file"
             )
         if uri.startswith("s3://"):
             return _daily_totals(_s3_sources(self.provider, uri), stats, where=uri)
-        return _daily_totals(_local_sources(uri), stats, where=uri)
+        folder = _import_folder(self.provider)
+        _refuse_other_schemes(uri, folder)
+        return _daily_totals(_local_sources(uri, folder), stats, where=uri)
 
     def fetch_file_daily(self, path: str, *, stats: FetchStats) -> pa.Table:
         """An uploaded file the server stored (a server-chosen path, not user input)."""
@@ -161,39 +165,75 @@ def _rows(table: pa.Table) -> Iterator[CostRow]:
 _is_data_file = discovery.is_data_file
 
 
-def _inside_root(value: str | Path) -> Path:
-    """``value`` resolved (symlinks followed) and checked to be inside the import root."""
+def _import_folder(provider: ProviderSnapshot) -> Path:
+    """The import folder of the provider's organization: the only local folder it may read.
+    It comes from the provider's organization (the snapshot's ``organization_slug``), never
+    from its config, which is the tenant's own input and may have been written around the
+    API."""
+    from rest_framework.exceptions import ValidationError
+
+    from providers.configs import organization_import_folder
+
+    try:
+        return organization_import_folder(provider.organization_slug)
+    except ValidationError as exc:
+        raise ProviderError(f"no local folder can be read: {_detail(exc)}") from None
+
+
+def _detail(exc: Exception) -> str:
+    detail = getattr(exc, "detail", str(exc))
+    return str(detail[0] if isinstance(detail, list) else detail)
+
+
+def _refuse_other_schemes(uri: str, folder: Path) -> None:
+    """A stored ``gs://…`` or ``https://…`` is refused by name, not read as a local path."""
+    from providers.configs import unsupported_scheme
+
+    scheme = unsupported_scheme(uri)
+    if scheme is not None:
+        raise ProviderError(
+            f"config.uri {uri!r} is refused: unsupported scheme {scheme!r}; use "
+            f"s3://bucket/prefix/ or a path inside this organization's import folder {folder}"
+        )
+
+
+def _inside_folder(value: str | Path, folder: Path) -> Path:
+    """``value`` resolved (symlinks followed) and checked to be inside ``folder``."""
     from rest_framework.exceptions import ValidationError
 
     from providers.configs import resolve_import_path
 
     try:
-        return resolve_import_path(str(value))
+        return resolve_import_path(str(value), folder)
     except ValidationError as exc:
-        detail = exc.detail[0] if isinstance(exc.detail, list) else exc.detail
-        raise ProviderError(f"config.uri {str(value)!r} is refused: {detail}") from None
+        raise ProviderError(f"config.uri {str(value)!r} is refused: {_detail(exc)}") from None
 
 
-def _local_sources(uri: str) -> Iterator[_Source]:
-    target = _inside_root(uri)
-    root = Path(settings.IMPORT_ROOT).resolve()
+def _local_sources(uri: str, folder: Path) -> Iterator[_Source]:
+    """The files to read under ``uri``, every one checked to be inside ``folder`` (the
+    organization's import folder) when listed and again when read."""
+
+    def inside(path: str | Path) -> Path:
+        return _inside_folder(path, folder)
+
+    target = inside(uri)
     if target.is_file():
-        yield _Source(target, _relative(target, root))
+        yield _Source(target, _relative(target, folder))
         return
     if not target.is_dir():
         raise ProviderError(f"config.uri {uri!r} does not exist")
     # Every file is checked, read or skipped: a symlink inside the folder may point out.
     try:
-        data, manifests = discovery.local_listing(target, root, _inside_root)
+        data, manifests = discovery.local_listing(target, folder, inside)
     except discovery.DiscoveryError as exc:
         raise ProviderError(str(exc)) from None
     if not data:
         raise ProviderError(f"no FOCUS files (.csv, .csv.gz, .parquet) under {uri}")
-    plan = _plan(data, manifests, lambda found: discovery.read_local_json(found, _inside_root),
+    plan = _plan(data, manifests, lambda found: discovery.read_local_json(found, inside),
                  lambda found: "/".join(found.parts))
     for found in plan.files:
         # Again at read time: the folder may have changed since it was listed.
-        yield _Source(_inside_root(found.ref), "/".join(found.parts))
+        yield _Source(inside(found.ref), "/".join(found.parts))
 
 
 def _plan(data: list[discovery.Found], manifests: list[discovery.Found],

@@ -26,9 +26,10 @@ folder (local or S3), then picks the files to read with one rule, in this order:
 4. Files under no period folder are all read (our own uploads, hand-made exports).
 
 A period folder is recognised anywhere in the path: in the S3 key, or in the path below the
-import root, so a URI pointing inside a period folder still sees its name. Skipped files are
-never downloaded or opened; what was skipped is logged (paths relative to the import root or
-``s3://`` URIs, never credentials). The days a sync covers come from the files read.
+organization's import folder, so a URI pointing inside a period folder still sees its name.
+Skipped files are never downloaded or opened; what was skipped is logged (paths relative to
+that import folder or ``s3://`` URIs, never credentials). The days a sync covers come from
+the files read.
 
 Where the layouts come from (looked up in public documentation and code):
 
@@ -82,7 +83,8 @@ class DiscoveryError(Exception):
 @dataclass(frozen=True)
 class Found:
     """One listed file. ``parts``: its path segments as the rule sees them (the S3 key, or
-    the path below the import root); ``ref``: what to read (S3 key or local path)."""
+    the path below the organization's import folder); ``ref``: what to read (S3 key or local
+    path)."""
 
     parts: tuple[str, ...]
     modified: float  # POSIX timestamp: S3 LastModified or file mtime
@@ -120,8 +122,9 @@ def _is_period(segment: str) -> bool:
 def local_listing(
     target: Path, root: Path, check: Callable[[Path], Path]
 ) -> tuple[list[Found], list[Found]]:
-    """(data files, manifests) under the folder ``target``; ``check`` resolves a path and
-    refuses one outside the import root (every file is checked, read or not)."""
+    """(data files, manifests) under the folder ``target``, named by their path below
+    ``root`` (the organization's import folder); ``check`` resolves a path and refuses one
+    outside that folder (every file is checked, read or not)."""
     data: list[Found] = []
     manifests: list[Found] = []
     for folder, _dirs, names in os.walk(target):

@@ -18,7 +18,8 @@ class ProviderSerializer(serializers.ModelSerializer):
         required=False,
         help_text="Non-secret settings. aws: {account_id?, role_arn?, external_id?, region?}; "
         "gcp: {billing_table, location?, project_id?}; azure: {subscription_id}; "
-        "focus: {uri: 's3://bucket/prefix/' or a path inside INFRAAUDIT_IMPORT_ROOT}.",
+        "focus: {uri: 's3://bucket/prefix/' or a path inside the organization's import "
+        "folder INFRAAUDIT_IMPORT_ROOT/<organization slug>/ (relative paths start there)}.",
     )
     has_credentials = serializers.BooleanField(read_only=True)
 

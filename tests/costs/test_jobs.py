@@ -44,7 +44,7 @@ def run_on_commit(django_capture_on_commit_callbacks):
 
 
 def focus_provider(org, root, name="AWS Export", rows=None):
-    folder = root / name.replace(" ", "_")
+    folder = root / org.slug / name.replace(" ", "_")  # inside the organization's folder
     write_focus_csv(
         folder / "export.csv",
         rows

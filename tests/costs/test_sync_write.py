@@ -49,10 +49,11 @@ def write_path(request, monkeypatch):
 
 
 @pytest.fixture
-def root(settings, tmp_path):
-    root = tmp_path / "imports"
-    root.mkdir()
-    settings.IMPORT_ROOT = root
+def root(settings, tmp_path, org):
+    """The import folder of ``org``, IMPORT_ROOT/<slug>: the only one its providers read."""
+    settings.IMPORT_ROOT = tmp_path / "imports"
+    root = settings.IMPORT_ROOT / org.slug
+    root.mkdir(parents=True)
     return root
 
 
@@ -266,13 +267,14 @@ def test_sync_takes_the_provider_row_lock(root, provider):
 
 
 @pytest.mark.skipif(not SAMPLE.exists(), reason=f"reference data absent: {SAMPLE} (../shared/data)")
-def test_sync_focus_sample_matches_the_trend_to_the_cent(api, org, settings):
+def test_sync_focus_sample_matches_the_trend_to_the_cent(api, org, settings, tmp_path):
     daily: dict[date, Decimal] = defaultdict(Decimal)
     with SAMPLE.open(newline="") as handle:
         for item in csv.DictReader(handle):
             daily[date.fromisoformat(item["ChargePeriodStart"][:10])] += Decimal(item["BilledCost"])
-    settings.IMPORT_ROOT = SAMPLE.parent
-    provider = ProviderFactory(organization=org, kind="focus", config={"uri": str(SAMPLE)})
+    settings.IMPORT_ROOT = tmp_path  # the organization's folder is the sample's
+    (tmp_path / org.slug).symlink_to(SAMPLE.parent, target_is_directory=True)
+    provider = ProviderFactory(organization=org, kind="focus", config={"uri": SAMPLE.name})
 
     outcome = cost_records_sync(provider=provider)
     assert outcome.rows_read == 1000

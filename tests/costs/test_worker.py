@@ -93,12 +93,12 @@ def test_worker_executes_sync_from_redis(api, org, import_root, tmp_path, worker
     # 30 days up to yesterday: after the job, the worker also fits the forecasts.
     yesterday = utc_today() - timedelta(days=1)
     days = [yesterday - timedelta(days=n) for n in range(30)]
-    root = import_root
-    write_focus_csv(root / "a" / "export.csv", [
+    folder = import_root / org.slug  # the only local folder org's providers may read
+    write_focus_csv(folder / "a" / "export.csv", [
         {"day": day.isoformat(), "service": "EC2", "amount": f"{10 + n % 7}.50"}
         for n, day in enumerate(days)
     ])
-    provider = ProviderFactory(organization=org, kind="focus", config={"uri": str(root / "a")})
+    provider = ProviderFactory(organization=org, kind="focus", config={"uri": str(folder / "a")})
 
     response = api.post("/api/v1/costs/sync", format="json")
     assert response.status_code == 202

@@ -158,3 +158,28 @@ def test_provider_admin_duplicate_name_in_organization_is_rejected(admin_client,
     response = admin_client.post("/admin/providers/provider/add/", data)
     assert response.status_code == 200
     assert Provider.objects.filter(name=provider.name).count() == 1
+
+
+@pytest.mark.django_db
+def test_provider_admin_focus_path_must_be_in_the_chosen_organizations_folder(
+    admin_client, settings, tmp_path
+):
+    settings.IMPORT_ROOT = tmp_path / "imports"
+    ours, theirs = OrganizationFactory(slug="ours"), OrganizationFactory(slug="theirs")
+    for org in (ours, theirs):
+        (settings.IMPORT_ROOT / org.slug / "exports").mkdir(parents=True)
+    data = {
+        "organization": ours.pk, "name": "FOCUS", "kind": "focus", "is_active": "on",
+        "new_credentials": "",
+        "config": json.dumps({"uri": str(settings.IMPORT_ROOT / "theirs" / "exports")}),
+    }
+    response = admin_client.post("/admin/providers/provider/add/", data)
+    assert response.status_code == 200
+    assert "import folder" in response.content.decode()
+    assert not Provider.objects.exists()
+
+    data["config"] = json.dumps({"uri": "exports"})  # relative: the chosen organization's
+    assert admin_client.post("/admin/providers/provider/add/", data).status_code == 302
+    assert Provider.objects.get().config["uri"] == str(
+        (settings.IMPORT_ROOT / "ours" / "exports").resolve()
+    )

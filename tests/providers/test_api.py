@@ -254,34 +254,46 @@ def test_provider_rename_to_existing_name_is_400(api, org):
 
 
 # --- FOCUS local paths -----------------------------------------------------------------
+# Each organization reads only IMPORT_ROOT/<its slug>/; cross-organization cases are in
+# test_import_folders.
 
 
 @pytest.fixture
 def import_root(settings, tmp_path):
     root = tmp_path / "imports"
-    (root / "exports").mkdir(parents=True)
+    root.mkdir()
     settings.IMPORT_ROOT = root
     return root.resolve()
 
 
+@pytest.fixture
+def org_folder(import_root, org):
+    """The import folder of ``org``, the organization ``api`` acts for."""
+    folder = import_root / org.slug
+    (folder / "exports").mkdir(parents=True)
+    return folder
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize("uri", ["exports", "exports/focus.csv", "{root}/exports", "{root}"])
-def test_provider_focus_local_uri_inside_import_root_is_accepted(api, import_root, uri):
-    uri = uri.format(root=import_root)
+@pytest.mark.parametrize("uri", ["exports", "exports/focus.csv", "{folder}/exports", "{folder}"])
+def test_provider_focus_local_uri_inside_the_orgs_folder_is_accepted(api, org_folder, uri):
+    uri = uri.format(folder=org_folder)
     response = _create(api, name="focus", kind="focus", config={"uri": uri})
     assert response.status_code == 201, response.content
     stored = response.json()["config"]["uri"]
-    assert stored.startswith(str(import_root))
+    assert stored.startswith(str(org_folder))
     assert os.path.isabs(stored)
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "uri", ["../outside", "exports/../../outside", "{root}/exports/../..", "/etc", "/etc/passwd",
-            "{root}-sibling/x"]
+    "uri", ["../outside", "exports/../../outside", "{folder}/exports/../..", "/etc", "/etc/passwd",
+            "{folder}-sibling/x", "{root}", "{root}/exports"]
 )
-def test_provider_focus_local_uri_outside_import_root_is_400(api, import_root, uri):
-    uri = uri.format(root=import_root)
+def test_provider_focus_local_uri_outside_the_orgs_folder_is_400(
+    api, import_root, org_folder, uri
+):
+    uri = uri.format(root=import_root, folder=org_folder)
     response = _create(api, name="focus", kind="focus", config={"uri": uri})
     assert response.status_code == 400, response.content
     assert "uri" in response.json()["details"]["config"]
@@ -289,19 +301,21 @@ def test_provider_focus_local_uri_outside_import_root_is_400(api, import_root, u
 
 
 @pytest.mark.django_db
-def test_provider_focus_symlink_out_of_import_root_is_400(api, import_root, tmp_path):
+def test_provider_focus_symlink_out_of_the_orgs_folder_is_400(api, org_folder, tmp_path):
     outside = tmp_path / "secret-dir"
     outside.mkdir()
-    (import_root / "link").symlink_to(outside, target_is_directory=True)
+    (org_folder / "link").symlink_to(outside, target_is_directory=True)
     response = _create(api, name="focus", kind="focus", config={"uri": "link"})
     assert response.status_code == 400
-    assert "uri" in response.json()["details"]["config"]
-    response = _create(api, name="focus", kind="focus", config={"uri": str(import_root / "link")})
+    assert response.json()["details"]["config"]["uri"] == [
+        f"must be inside this organization's import folder {org_folder}"
+    ]
+    response = _create(api, name="focus", kind="focus", config={"uri": str(org_folder / "link")})
     assert response.status_code == 400
 
 
 @pytest.mark.django_db
-def test_provider_focus_uri_change_is_validated_on_update(api, org, import_root):
+def test_provider_focus_uri_change_is_validated_on_update(api, org, org_folder):
     provider = ProviderFactory(organization=org, kind="focus", config={"uri": "s3://bucket/x/"})
     response = api.patch(
         f"/api/v1/providers/{provider.id}", {"config": {"uri": "/etc"}}, format="json"

@@ -1,5 +1,6 @@
 """The FOCUS adapter reading files the tests write: CSV, CSV.gz, Parquet, folders, S3
-(moto), uploads; parsing quirks; errors naming file, column and row; path confinement."""
+(moto), uploads; parsing quirks; errors naming file, column and row; path confinement to
+the organization's import folder (more in test_import_folders)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from providers.adapters.base import (
     ProviderThrottled,
 )
 from providers.adapters.focus import FocusAdapter
+
+# The organization of every provider here: local paths are read below IMPORT_ROOT/acme.
+ORG_SLUG = "acme"
 
 HEADER = [
     "BilledCost", "BillingCurrency", "ChargeCategory", "ChargeFrequency", "ChargePeriodEnd",
@@ -58,9 +62,11 @@ def write_csv(path: Path, rows: list[dict], header: list[str] | None = None) -> 
 
 
 def adapter(uri: str = "", *, credentials=None, ambient=False, region="eu-west-1") -> FocusAdapter:
+    """An adapter of a provider of organization ``acme``, its config as given, unvalidated."""
     return FocusAdapter(ProviderSnapshot(
         id=1, name="FOCUS", kind="focus", config={"uri": uri, "region": region},
         credentials=credentials or {}, allow_ambient_credentials=ambient,
+        organization_slug=ORG_SLUG,
     ))
 
 
@@ -79,9 +85,10 @@ def read(uri: str, **kwargs) -> tuple[dict, FetchStats]:
 
 @pytest.fixture
 def root(settings, tmp_path):
-    root = tmp_path / "imports"
-    root.mkdir()
-    settings.IMPORT_ROOT = root
+    """The import folder of ``acme``, IMPORT_ROOT/acme: what its providers may read."""
+    settings.IMPORT_ROOT = tmp_path / "imports"
+    root = tmp_path / "imports" / ORG_SLUG
+    root.mkdir(parents=True)
     return root
 
 
@@ -246,7 +253,7 @@ def test_focus_folder_reads_every_file_and_skips_other_files(root):
                                                                 date(2024, 9, 3))
 
 
-def test_focus_relative_uri_is_inside_the_root(root):
+def test_focus_relative_uri_is_inside_the_organizations_folder(root):
     write_csv(root / "team" / "a.csv", [row()])
     totals, _ = read("team")
     assert len(totals) == 1
@@ -345,22 +352,23 @@ def test_focus_path_with_dotdot_is_refused(root):
 
 def test_focus_absolute_path_elsewhere_is_refused(root, tmp_path):
     outside = write_csv(tmp_path / "elsewhere" / "a.csv", [row()])
-    with pytest.raises(ProviderError, match="must be inside the import root"):
+    inside_folder = f"must be inside this organization's import folder {root}"
+    with pytest.raises(ProviderError, match=inside_folder):
         read(str(outside))
-    with pytest.raises(ProviderError, match="must be inside the import root"):
+    with pytest.raises(ProviderError, match=inside_folder):
         read("/etc/passwd")
 
 
-def test_focus_symlink_out_of_the_root_is_refused_at_read_time(root, tmp_path):
+def test_focus_symlink_out_of_the_folder_is_refused_at_read_time(root, tmp_path):
     outside = write_csv(tmp_path / "secret" / "a.csv", [row()])
     folder = root / "exports"
     write_csv(folder / "ok.csv", [row()])
     assert len(read(str(folder))[0]) == 1  # valid when configured...
     (folder / "link.csv").symlink_to(outside)  # ...then a link out is planted inside
-    with pytest.raises(ProviderError, match="must be inside the import root"):
+    with pytest.raises(ProviderError, match="must be inside this organization's import folder"):
         read(str(folder))
     (root / "linked").symlink_to(outside.parent, target_is_directory=True)
-    with pytest.raises(ProviderError, match="must be inside the import root"):
+    with pytest.raises(ProviderError, match="must be inside this organization's import folder"):
         read(str(root / "linked"))
 
 

@@ -9,7 +9,6 @@ import secrets
 from collections import defaultdict
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -19,6 +18,7 @@ from accounts.services import api_key_create, membership_ensure
 from costs.demo import DemoRow, generate
 from costs.models import SyncJob
 from costs.services.jobs import sync_job_request
+from providers.configs import organization_import_folder
 from providers.models import Provider
 
 FOCUS_COLUMNS = [
@@ -66,7 +66,8 @@ class Command(BaseCommand):
         by_provider: dict[str, list[DemoRow]] = defaultdict(list)
         for row in dataset.rows:
             by_provider[row.provider].append(row)
-        export_root = Path(settings.IMPORT_ROOT) / "demo" / organization.slug
+        # The organization's own import folder: the only local folder its providers may read.
+        export_root = organization_import_folder(organization.slug)
         for name, rows in by_provider.items():
             folder = export_root / name.lower().replace(" ", "-")
             write_focus_export(folder / "focus-export.csv", rows, name)
