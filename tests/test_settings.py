@@ -11,13 +11,16 @@ from django.core.exceptions import ImproperlyConfigured
 from infraaudit.env import env_bool, env_int, env_list
 
 REPO = Path(__file__).resolve().parents[1]
+_SETUP = "import django; django.setup(); print('started')"
 
 
-def _start(env_overrides: dict) -> subprocess.CompletedProcess:
+def _start(env_overrides: dict, code: str = _SETUP) -> subprocess.CompletedProcess:
+    """``code`` run in a fresh interpreter on the real settings, with only these variables
+    of ours set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "INFRAAUDIT_"))}
     env.update({"DJANGO_SETTINGS_MODULE": "infraaudit.settings", **env_overrides})
-    return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+    return subprocess.run(  # noqa: S603 (the test's own code, not input)
+        [sys.executable, "-c", code],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )
 
@@ -107,15 +110,13 @@ with connection.cursor() as cursor:
 def test_sqlite_default_queues_concurrent_writers_instead_of_failing(tmp_path):
     """Two requests that each read, then write, at the same time on the embedded default:
     both commit (before IMMEDIATE transactions one got 'database is locked', a 500)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "INFRAAUDIT_"))}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "infraaudit.settings", "DJANGO_DEBUG": "1",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "INFRAAUDIT_VAR_DIR": str(tmp_path),
-    })
-    result = subprocess.run(
-        [sys.executable, "-c", _SQLITE_WRITERS],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    result = _start(
+        {
+            "DJANGO_DEBUG": "1",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "INFRAAUDIT_VAR_DIR": str(tmp_path),
+        },
+        _SQLITE_WRITERS,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == ["[]", "2"], result.stdout
