@@ -5,6 +5,7 @@ import re
 import pytest
 from django.contrib.staticfiles import finders
 from django.db import OperationalError
+from django.test import Client
 from rest_framework.test import APIClient
 
 # --- health ----------------------------------------------------------------------------
@@ -66,6 +67,23 @@ def test_health_wrong_method_is_405(client, path):
     assert response.status_code == 405
     assert response.json()["code"] == "METHOD_NOT_ALLOWED"
     assert set(response.json()) == {"error", "code", "details"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/healthz/", "/readyz/"])
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_health_write_methods_are_405_json_not_a_csrf_403(path, method):
+    # The CSRF check of a real server (the default test client skips it) runs before the
+    # view: without the exemption a POST answered an HTML 403 "CSRF cookie not set".
+    client = Client(enforce_csrf_checks=True)
+    response = getattr(client, method)(path, "{}", content_type="application/json")
+    assert response.status_code == 405
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error", "code", "details"}
+    assert body["code"] == "METHOD_NOT_ALLOWED"
+    assert response["Allow"] == "GET, HEAD"
+    assert client.get(path).status_code == 200
 
 
 # --- schema ----------------------------------------------------------------------------
