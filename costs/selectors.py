@@ -31,16 +31,23 @@ def _records(*, organization: Organization, provider: Provider | None = None) ->
     return qs
 
 
-def single_currency(qs: QuerySet) -> str:
-    """The one currency of ``qs``; 422 naming them when there are several."""
+def single_currency(qs: QuerySet, provider: Provider | None = None) -> str:
+    """The one currency of ``qs`` (the records of ``provider``, or of the organization when
+    None); 422 naming them when there are several. Only an organization-wide request can
+    be helped by scoping it to one provider."""
     currencies = sorted(set(qs.order_by().values_list("currency", flat=True).distinct()))
     if len(currencies) > 1:
-        raise Unprocessable(
-            f"amounts are billed in several currencies ({', '.join(currencies)}); "
-            "scope the request with provider_id",
-            code="MIXED_CURRENCIES",
-            details={"currencies": currencies},
-        )
+        listed = ", ".join(currencies)
+        if provider is None:
+            message = f"amounts are billed in several currencies ({listed}); scope the request with provider_id"
+            details = {"currencies": currencies}
+        else:
+            message = (
+                f"provider {provider.id} is billed in several currencies ({listed}), and amounts "
+                "in different currencies are not added together"
+            )
+            details = {"currencies": currencies, "provider_id": provider.id}
+        raise Unprocessable(message, code="MIXED_CURRENCIES", details=details)
     return currencies[0] if currencies else settings.DEFAULT_CURRENCY
 
 
@@ -158,7 +165,7 @@ def cost_trend(
     qs = _records(organization=organization, provider=provider).filter(
         day__gte=start, day__lte=today
     )
-    currency = single_currency(qs)
+    currency = single_currency(qs, provider)
 
     if granularity == "week":
         qs = qs.annotate(bucket=TruncWeek("day"))
@@ -261,7 +268,7 @@ def cost_currency(
         qs = qs.filter(day__gte=start)
     if end is not None:
         qs = qs.filter(day__lte=end)
-    return single_currency(qs)
+    return single_currency(qs, provider)
 
 
 def scope_providers(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
@@ -70,11 +76,31 @@ def _flatten(detail):
     return str(detail)
 
 
+def body_too_large() -> ApiError:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return ApiError(
+        f"the request body is larger than the limit of {limit} bytes",
+        code="PAYLOAD_TOO_LARGE",
+        status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        details={"max_bytes": limit},
+    )
+
+
+def too_many_parts(exc) -> ApiError:
+    return ApiError(str(exc), code="INVALID_REQUEST", status_code=400)
+
+
 def exception_handler(exc, context):
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        # Raised by request.data / request.body above DATA_UPLOAD_MAX_MEMORY_SIZE; left to
+        # Django it is a bare 400 (an HTML page with DEBUG on).
+        exc = body_too_large()
+    elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        exc = too_many_parts(exc)
 
     if not isinstance(exc, exceptions.APIException):
         return None  # a real bug: let Django log it and answer 500
@@ -109,6 +135,9 @@ def json_404(request, exception=None):
 
 
 def json_400(request, exception=None):
+    if isinstance(exception, RequestDataTooBig):  # read by a view outside DRF
+        exc = body_too_large()
+        return JsonResponse(error_body(str(exc.detail), exc.error_code, exc.details), status=413)
     return JsonResponse(error_body("bad request", "BAD_REQUEST"), status=400)
 
 

@@ -4,15 +4,21 @@ from infraaudit.errors import InvalidParameter
 
 
 class QueryFilterBackend(DjangoFilterBackend):
-    """A bad filter value is a bad query parameter: 400 INVALID_PARAMETER naming it."""
+    """A bad filter value is a bad query parameter: 400 INVALID_PARAMETER naming it. A
+    filter given empty (``?kind=``) is bad too, not a request for no filter."""
 
     def filter_queryset(self, request, queryset, view):
         filterset = self.get_filterset(request, queryset, view)
         if filterset is None:
             return queryset
+        errors = {
+            name: ["must not be empty"]
+            for name in filterset.filters
+            if name in request.query_params and request.query_params[name] == ""
+        }
         if not filterset.is_valid():
-            raise InvalidParameter(
-                {key: [str(message) for message in messages]
-                 for key, messages in filterset.errors.items()}
-            )
+            for key, messages in filterset.errors.items():
+                errors.setdefault(key, [str(message) for message in messages])
+        if errors:
+            raise InvalidParameter(errors)
         return filterset.qs

@@ -1,5 +1,7 @@
 """drf-spectacular hooks."""
 
+from django.conf import settings
+
 
 def paths_without_trailing_slash(endpoints):
     """Our API paths take an optional trailing slash (``/?``), which the schema generator
@@ -30,7 +32,7 @@ _DESCRIPTIONS = {
     "403": "The key's role may not do this (viewers only read).",
     "404": "No such object in the caller's organization.",
     "409": "State conflict.",
-    "413": "The upload is larger than INFRAAUDIT_UPLOAD_MAX_BYTES.",
+    "413": "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE ({max_bytes} bytes).",
     "422": "A valid request the data cannot answer (e.g. several currencies, too little history).",
 }
 # Paths whose data can make a valid request unanswerable.
@@ -53,9 +55,21 @@ def error_responses(result, generator, request, public):
                 codes.append("400")
             if path.endswith(_UNPROCESSABLE):
                 codes.append("422")
-            if path.endswith("/import"):
+            if operation.get("requestBody"):
                 codes.append("413")
             responses = operation.setdefault("responses", {})
             for code in codes:
-                responses.setdefault(code, {"description": _DESCRIPTIONS[code], "content": ref})
+                description = _DESCRIPTIONS[code]
+                if code == "413":
+                    description = (
+                        "The upload is larger than INFRAAUDIT_UPLOAD_MAX_BYTES."
+                        if path.endswith("/import")
+                        else description.format(max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+                    )
+                responses.setdefault(code, {"description": description, "content": ref})
+            # Error answers an operation declares itself (with a description of its own)
+            # have the same format.
+            for code, response in responses.items():
+                if code.startswith("4") and not response.get("content"):
+                    response["content"] = ref
     return result

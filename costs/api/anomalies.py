@@ -12,7 +12,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_org
-from costs.api.params import ProviderScopedQuery, days_field, parse_query, scoped_provider
+from costs.api.params import (
+    ProviderScopedQuery,
+    days_field,
+    parse_query,
+    request_object,
+    scoped_provider,
+)
 from costs.models import Anomaly
 from costs.money import to_cents
 from costs.selectors import anomaly_list
@@ -99,6 +105,9 @@ AnomalyPage = inline_serializer(
         "data": AnomalySerializer(many=True),
         "count": serializers.IntegerField(help_text="Anomalies matching the query."),
         "next": serializers.URLField(allow_null=True, help_text="The next page, if any."),
+        "previous": serializers.URLField(
+            allow_null=True, help_text="The previous page, if any."
+        ),
     },
 )
 
@@ -131,6 +140,7 @@ class AnomalyListView(APIView):
                 "data": AnomalySerializer(page, many=True).data,
                 "count": paginator.page.paginator.count,
                 "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
             }
         )
 
@@ -143,7 +153,9 @@ class AnomalyDismissView(APIView):
         request=DismissRequest,
         responses={
             200: AnomalySerializer,
-            400: OpenApiResponse(description="reason missing, empty or longer than 500"),
+            400: OpenApiResponse(
+                description="body not a JSON object; reason missing, empty or longer than 500"
+            ),
             403: OpenApiResponse(description="viewer role"),
             404: OpenApiResponse(description="no such anomaly in the organization"),
             409: OpenApiResponse(description="already dismissed"),
@@ -151,7 +163,7 @@ class AnomalyDismissView(APIView):
     )
     def post(self, request, anomaly_id: int):
         anomaly = get_object_or_404(Anomaly, pk=anomaly_id, organization=request_org(request))
-        body = DismissRequest(data=request.data if isinstance(request.data, dict) else {})
+        body = DismissRequest(data=request_object(request))
         body.is_valid(raise_exception=True)
         anomaly = anomaly_dismiss(
             anomaly=anomaly, user=request.user, reason=body.validated_data["reason"]

@@ -6,11 +6,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_org
-from costs.api.params import ProviderScopedQuery, parse_query, ranged_field, scoped_provider
+from costs.api.params import (
+    ProviderScopedQuery,
+    parse_query,
+    ranged_field,
+    scoped_provider,
+)
 from costs.money import round_parts, to_cents
 from costs.services.forecast import HORIZONS, MIN_HISTORY_DAYS, cost_forecast
 
-_money = serializers.DecimalField(max_digits=20, decimal_places=2)
+
+def _money() -> serializers.DecimalField:
+    """A new field for every key: a field instance binds to one name only, so one instance
+    shared by several keys of a serializer leaves only the last of them in the schema."""
+    return serializers.DecimalField(max_digits=20, decimal_places=2)
 
 
 class ForecastQuery(ProviderScopedQuery):
@@ -34,10 +43,10 @@ ForecastResponse = inline_serializer(
     "CostForecast",
     {
         "forecast_days": serializers.IntegerField(),
-        "projected_total": _money,
+        "projected_total": _money(),
         "confidence_interval": inline_serializer(
             "CostForecastInterval",
-            {"low": _money, "high": _money},
+            {"low": _money(), "high": _money()},
             help_text="Interval of the total at `interval_level`, from simulated paths "
             "(not the sum of the daily bounds).",
         ),
@@ -45,9 +54,9 @@ ForecastResponse = inline_serializer(
             "CostForecastDay",
             {
                 "date": serializers.DateField(),
-                "amount": _money,
-                "lower": _money,
-                "upper": _money,
+                "amount": _money(),
+                "lower": _money(),
+                "upper": _money(),
             },
             many=True,
         ),
@@ -99,9 +108,10 @@ class ForecastView(APIView):
     )
     def get(self, request):
         params = parse_query(ForecastQuery, request)
+        provider = scoped_provider(request, params)
         result = cost_forecast(
             organization=request_org(request),
-            provider=scoped_provider(request, params),
+            provider=provider,
             days=params["days"],
             level=params["interval_level"],
         )

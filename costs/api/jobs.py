@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_org
+from costs.api.params import request_object
 from costs.models import SyncJob
 from costs.services.jobs import import_job_request, sync_job_request
 from infraaudit.errors import Unprocessable
@@ -86,7 +87,7 @@ class SyncView(APIView):
         responses={202: JobAccepted},
     )
     def post(self, request):
-        serializer = SyncRequest(data=request.data or {})
+        serializer = SyncRequest(data=request_object(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         organization = request_org(request)

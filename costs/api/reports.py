@@ -6,11 +6,21 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_org
-from costs.api.params import ProviderScopedQuery, days_field, parse_query, scoped_provider
+from costs.api.params import (
+    ProviderScopedQuery,
+    days_field,
+    parse_query,
+    scoped_provider,
+)
 from costs.money import round_parts, to_cents
 from costs.selectors import cost_overview, cost_trend
 
-_money = serializers.DecimalField(max_digits=20, decimal_places=2)
+
+def _money() -> serializers.DecimalField:
+    """A new field for every key: a field instance binds to one name only, so one instance
+    shared by several keys of a serializer leaves only the last of them in the schema."""
+    return serializers.DecimalField(max_digits=20, decimal_places=2)
+
 
 OverviewResponse = inline_serializer(
     "CostOverview",
@@ -18,14 +28,14 @@ OverviewResponse = inline_serializer(
         "current_month": inline_serializer(
             "CostOverviewCurrentMonth",
             {
-                "amount": _money,
+                "amount": _money(),
                 "currency": serializers.CharField(),
                 "from": serializers.DateField(),
                 "to": serializers.DateField(),
             },
         ),
         "last_month": inline_serializer(
-            "CostOverviewLastMonth", {"amount": _money, "currency": serializers.CharField()}
+            "CostOverviewLastMonth", {"amount": _money(), "currency": serializers.CharField()}
         ),
         "mom_change_percent": serializers.FloatField(allow_null=True),
         "by_provider": inline_serializer(
@@ -33,10 +43,11 @@ OverviewResponse = inline_serializer(
             {
                 "provider_id": serializers.IntegerField(),
                 "name": serializers.CharField(),
-                "amount": _money,
+                "amount": _money(),
             },
             many=True,
         ),
+        "currency": serializers.CharField(),
     },
 )
 
@@ -88,8 +99,8 @@ TrendResponse = inline_serializer(
             "CostTrendBucket",
             {
                 "date": serializers.DateField(help_text="Bucket start (Monday for weeks, 1st for months)."),
-                "amount": _money,
-                "breakdown": serializers.DictField(child=_money),
+                "amount": _money(),
+                "breakdown": serializers.DictField(child=_money()),
             },
             many=True,
         ),
@@ -106,9 +117,10 @@ class TrendView(APIView):
     )
     def get(self, request):
         params = parse_query(TrendQuery, request)
+        provider = scoped_provider(request, params)
         trend = cost_trend(
             organization=request_org(request),
-            provider=scoped_provider(request, params),
+            provider=provider,
             days=params["days"],
             granularity=params["granularity"],
             group_by=params["group_by"],
