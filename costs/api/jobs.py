@@ -1,5 +1,6 @@
 """POST /costs/sync and GET /jobs/{id}."""
 
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ from costs.api.params import request_object
 from costs.models import SyncJob
 from costs.services.jobs import import_job_request, sync_job_request
 from infraaudit.errors import Unprocessable
+from providers.adapters.base import UPLOAD_NAME_SEPARATOR
 from providers.models import Provider
 
 
@@ -151,12 +153,14 @@ class ImportRequest(serializers.Serializer):
 
 
 def store_upload(uploaded) -> str:
-    """Move the uploaded file into UPLOAD_DIR under a name of our own; return its path."""
+    """Move the uploaded file into UPLOAD_DIR under a name of our own, which keeps a safe
+    form of the client's name for messages (``focus.upload_label``); return its path."""
     upload_dir = Path(settings.UPLOAD_DIR)
     upload_dir.mkdir(parents=True, exist_ok=True)
     name = uploaded.name.lower()
     suffix = next(s for s in sorted(UPLOAD_SUFFIXES, key=len, reverse=True) if name.endswith(s))
-    target = upload_dir / f"{uuid.uuid4().hex}{suffix}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(uploaded.name).name)[: -len(suffix)][-80:]
+    target = upload_dir / f"{uuid.uuid4().hex}{UPLOAD_NAME_SEPARATOR}{stem or 'upload'}{suffix}"
     temporary_path = getattr(uploaded, "temporary_file_path", None)
     if temporary_path:
         shutil.move(temporary_path(), target)

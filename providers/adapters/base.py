@@ -57,6 +57,11 @@ class FetchStats:
     date_to: date | None = None
 
 
+# An uploaded FOCUS file is stored as "<random hex>--<its uploaded name, made safe>", so
+# messages can name the file the client sent.
+UPLOAD_NAME_SEPARATOR = "--"
+
+
 class ProviderError(Exception):
     """A permanent failure; its message is shown to the user on the job, so it must say
     what to fix and must never contain a secret."""

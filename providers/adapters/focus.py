@@ -50,7 +50,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,7 @@ import polars as pl
 from providers.adapters import focus_discovery as discovery
 from providers.adapters.base import (
     GLOBAL_REGION,
+    UPLOAD_NAME_SEPARATOR,
     CostRow,
     FetchStats,
     ProviderError,
@@ -82,6 +83,12 @@ AMOUNT = pl.Decimal(38, 18)
 KEY = ["day", "service", "region", "account", "currency"]
 # Column widths of CostRecord: longer values are reported, not truncated.
 MAX_LENGTHS = {"service": 200, "region": 64, "account": 128}
+# The days a bill can cover: no cloud billed before 2000, and no charge period starts more
+# than a year ahead. A row outside them is a broken export (a 0001-01-01 or 9999-12-31
+# placeholder), not spend: read as a day, it would stretch the provider's coverage over
+# centuries and break every date computed from it.
+EARLIEST_DAY = date(2000, 1, 1)
+FUTURE_DAYS = 366
 # Merge the per-file sums every so many files, so a prefix of thousands of files stays small.
 MERGE_EVERY = 16
 
@@ -144,11 +151,20 @@ class FocusAdapter:
         return _daily_totals(_local_sources(uri, folder), stats, where=uri)
 
     def fetch_file_daily(self, path: str, *, stats: FetchStats) -> pa.Table:
-        """An uploaded file the server stored (a server-chosen path, not user input)."""
+        """An uploaded file the server stored (a server-chosen path, not user input), named
+        in messages by the name it was uploaded under (``upload_label``)."""
         file = Path(path)
+        label = upload_label(file.name)
         if file.is_symlink() or not file.is_file():
-            raise ProviderError(f"the uploaded file {file.name} is missing or not a regular file")
-        return _daily_totals(iter([_Source(file, file.name)]), stats, where=file.name)
+            raise ProviderError(f"the uploaded file {label} is missing or not a regular file")
+        return _daily_totals(iter([_Source(file, label)]), stats, where=label)
+
+
+def upload_label(stored_name: str) -> str:
+    """The name a stored upload was uploaded under, for messages (the stored name when it
+    has none)."""
+    _, separator, original = stored_name.partition(UPLOAD_NAME_SEPARATOR)
+    return original if separator and original else stored_name
 
 
 def _rows(table: pa.Table) -> Iterator[CostRow]:
@@ -365,6 +381,13 @@ def _file_format(path: Path) -> str:
 
 def _open(source: _Source) -> tuple[pl.LazyFrame, str]:
     kind = _file_format(source.path)
+    # The content decides how a file is read (a .csv that is gzipped is read), but a file
+    # named .parquet or .gz that is not one is broken: say so, not "missing column".
+    name = source.path.name.lower()
+    if name.endswith(".parquet") and kind != "parquet":
+        raise ProviderError(f"{source.label}: is not a Parquet file (it does not start with PAR1)")
+    if name.endswith(".gz") and kind != "gzip":
+        raise ProviderError(f"{source.label}: is not gzip-compressed, though its name ends in .gz")
     try:
         if kind == "parquet":
             return pl.scan_parquet(source.path), kind
@@ -477,8 +500,12 @@ def _prepare(
         region=pl.col("r_region").fill_null(GLOBAL_REGION),
         account=pl.col("r_account").fill_null(""),
     )
+    latest = datetime.now(UTC).date() + timedelta(days=FUTURE_DAYS)
     checks = [
         _Check("ChargePeriodStart", ~pl.col("day_valid"), "is not a date/time (ISO 8601)"),
+        _Check("ChargePeriodStart",
+               pl.col("day_valid") & ~pl.col("day").is_between(EARLIEST_DAY, latest).fill_null(True),
+               f"is outside the days a bill can cover ({EARLIEST_DAY} to {latest})"),
         _Check("BilledCost", pl.col("billed").is_null(), "is not a decimal amount"),
         _Check("EffectiveCost", pl.col("effective").is_null(), "is not a decimal amount"),
         _Check("BillingCurrency", ~pl.col("currency").str.contains(_CURRENCY).fill_null(False),

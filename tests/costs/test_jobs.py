@@ -254,6 +254,31 @@ def test_import_upload_runs_job_and_removes_file(api, org, import_root, run_on_c
     assert list((import_root.parent / "uploads").iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("march export.csv", b"not,a,focus\nfile,at,all\n", "missing required FOCUS column"),
+        ("march.parquet", b"BilledCost,BillingCurrency\n1,USD\n", "is not a Parquet file"),
+        ("march.csv.gz", b"BilledCost,BillingCurrency\n1,USD\n", "is not gzip-compressed"),
+    ],
+)
+def test_import_error_names_the_uploaded_file_and_what_is_wrong(
+    api, org, import_root, run_on_commit, name, content, problem
+):
+    provider = ProviderFactory(organization=org, kind="focus")
+    upload = SimpleUploadedFile(name, content, content_type="application/octet-stream")
+    response = run_on_commit(
+        api.post, f"/api/v1/providers/{provider.id}/import", {"file": upload}, format="multipart"
+    )
+    assert response.status_code == 202
+    job = api.get(f"/api/v1/jobs/{response.json()['job_id']}").json()
+    assert job["status"] == "failed"
+    error = job["providers"][0]["error"]
+    assert error.startswith(name.replace(" ", "_") + ": ") and problem in error
+    assert not CostRecord.objects.filter(provider=provider).exists()
+    assert list((import_root.parent / "uploads").iterdir()) == []
+
+
 def test_import_rejects_other_suffix(api, org, import_root):
     provider = ProviderFactory(organization=org, kind="focus")
     response = api.post(f"/api/v1/providers/{provider.id}/import",
