@@ -59,3 +59,14 @@ def pytest_sessionstart(session):
             f"({exc}). Start it or set DATABASE_URL.",
             2,
         )
+
+
+@pytest.fixture
+def import_root(settings, tmp_path):
+    """A fresh INFRAAUDIT_IMPORT_ROOT (and upload folder beside it), resolved: each
+    organization's local FOCUS exports go in ``import_root / <its slug>``."""
+    root = tmp_path / "imports"
+    root.mkdir()
+    settings.IMPORT_ROOT = root
+    settings.UPLOAD_DIR = tmp_path / "uploads"
+    return root.resolve()

@@ -8,18 +8,13 @@ from rest_framework.views import APIView
 from accounts.permissions import request_org
 from costs.api.params import (
     ProviderScopedQuery,
+    money_field,
     parse_query,
     ranged_field,
     scoped_provider,
 )
 from costs.money import round_parts, to_cents
 from costs.services.forecast import HORIZONS, MIN_HISTORY_DAYS, cost_forecast
-
-
-def _money() -> serializers.DecimalField:
-    """A new field for every key: a field instance binds to one name only, so one instance
-    shared by several keys of a serializer leaves only the last of them in the schema."""
-    return serializers.DecimalField(max_digits=20, decimal_places=2)
 
 
 class ForecastQuery(ProviderScopedQuery):
@@ -43,10 +38,10 @@ ForecastResponse = inline_serializer(
     "CostForecast",
     {
         "forecast_days": serializers.IntegerField(),
-        "projected_total": _money(),
+        "projected_total": money_field(),
         "confidence_interval": inline_serializer(
             "CostForecastInterval",
-            {"low": _money(), "high": _money()},
+            {"low": money_field(), "high": money_field()},
             help_text="Interval of the total at `interval_level`, from simulated paths "
             "(not the sum of the daily bounds).",
         ),
@@ -54,9 +49,9 @@ ForecastResponse = inline_serializer(
             "CostForecastDay",
             {
                 "date": serializers.DateField(),
-                "amount": _money(),
-                "lower": _money(),
-                "upper": _money(),
+                "amount": money_field(),
+                "lower": money_field(),
+                "upper": money_field(),
             },
             many=True,
         ),

@@ -1,4 +1,4 @@
-"""Query-parameter serializers shared by the cost endpoints."""
+"""Query parameters and serializer fields shared by the cost endpoints."""
 
 import re
 
@@ -15,28 +15,30 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)")
 
 
-class StrictIntegerField(serializers.IntegerField):
+class _WrittenForm:
+    """A number field that takes a string only when it matches ``form`` as a whole."""
+
+    form: re.Pattern
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if isinstance(data, str) and not self.form.fullmatch(data):
+            self.fail("form")
+        return value
+
+
+class StrictIntegerField(_WrittenForm, serializers.IntegerField):
     """An IntegerField that takes a string only in ASCII digits (``7``, ``-3``)."""
 
+    form = _INTEGER
     default_error_messages = {"form": "must be an integer in ASCII digits (0-9)"}
 
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if isinstance(data, str) and not _INTEGER.fullmatch(data):
-            self.fail("form")
-        return value
 
-
-class StrictFloatField(serializers.FloatField):
+class StrictFloatField(_WrittenForm, serializers.FloatField):
     """A FloatField that takes a string only as an ASCII decimal (``0.9``, ``.9``)."""
 
+    form = _DECIMAL
     default_error_messages = {"form": "must be a decimal number in ASCII digits (e.g. 0.8)"}
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if isinstance(data, str) and not _DECIMAL.fullmatch(data):
-            self.fail("form")
-        return value
 
 
 _STRICT = {serializers.IntegerField: StrictIntegerField, serializers.FloatField: StrictFloatField}
@@ -103,3 +105,10 @@ def request_object(request) -> dict:
             message, code="INVALID_BODY", details={"non_field_errors": [message]}
         )
     return data
+
+
+def money_field() -> serializers.DecimalField:
+    """An amount of a response. A new field for every key: a field instance binds to one
+    name only, so one instance shared by several keys of a serializer leaves only the last
+    of them in the OpenAPI schema."""
+    return serializers.DecimalField(max_digits=20, decimal_places=2)

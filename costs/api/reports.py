@@ -9,18 +9,12 @@ from accounts.permissions import request_org
 from costs.api.params import (
     ProviderScopedQuery,
     days_field,
+    money_field,
     parse_query,
     scoped_provider,
 )
 from costs.money import round_parts, to_cents
 from costs.selectors import cost_overview, cost_trend
-
-
-def _money() -> serializers.DecimalField:
-    """A new field for every key: a field instance binds to one name only, so one instance
-    shared by several keys of a serializer leaves only the last of them in the schema."""
-    return serializers.DecimalField(max_digits=20, decimal_places=2)
-
 
 OverviewResponse = inline_serializer(
     "CostOverview",
@@ -28,14 +22,14 @@ OverviewResponse = inline_serializer(
         "current_month": inline_serializer(
             "CostOverviewCurrentMonth",
             {
-                "amount": _money(),
+                "amount": money_field(),
                 "currency": serializers.CharField(),
                 "from": serializers.DateField(),
                 "to": serializers.DateField(),
             },
         ),
         "last_month": inline_serializer(
-            "CostOverviewLastMonth", {"amount": _money(), "currency": serializers.CharField()}
+            "CostOverviewLastMonth", {"amount": money_field(), "currency": serializers.CharField()}
         ),
         "mom_change_percent": serializers.FloatField(allow_null=True),
         "by_provider": inline_serializer(
@@ -43,7 +37,7 @@ OverviewResponse = inline_serializer(
             {
                 "provider_id": serializers.IntegerField(),
                 "name": serializers.CharField(),
-                "amount": _money(),
+                "amount": money_field(),
             },
             many=True,
         ),
@@ -99,8 +93,8 @@ TrendResponse = inline_serializer(
             "CostTrendBucket",
             {
                 "date": serializers.DateField(help_text="Bucket start (Monday for weeks, 1st for months)."),
-                "amount": _money(),
-                "breakdown": serializers.DictField(child=_money()),
+                "amount": money_field(),
+                "breakdown": serializers.DictField(child=money_field()),
             },
             many=True,
         ),

@@ -24,15 +24,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def import_root(settings, tmp_path):
-    root = tmp_path / "imports"
-    root.mkdir()
-    settings.IMPORT_ROOT = root
-    settings.UPLOAD_DIR = tmp_path / "uploads"
-    return root
-
-
-@pytest.fixture
 def run_on_commit(django_capture_on_commit_callbacks):
     """Run on_commit callbacks (the task enqueue) as a real commit would."""
 

@@ -53,12 +53,6 @@ def redis_broker():
 
 
 @pytest.fixture
-def import_root(settings, tmp_path):
-    settings.IMPORT_ROOT = tmp_path / "imports"
-    return settings.IMPORT_ROOT
-
-
-@pytest.fixture
 def worker(redis_broker, import_root, settings, tmp_path):
     db = connection.settings_dict
     env = {

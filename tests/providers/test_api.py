@@ -259,14 +259,6 @@ def test_provider_rename_to_existing_name_is_400(api, org):
 
 
 @pytest.fixture
-def import_root(settings, tmp_path):
-    root = tmp_path / "imports"
-    root.mkdir()
-    settings.IMPORT_ROOT = root
-    return root.resolve()
-
-
-@pytest.fixture
 def org_folder(import_root, org):
     """The import folder of ``org``, the organization ``api`` acts for."""
     folder = import_root / org.slug

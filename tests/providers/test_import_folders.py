@@ -34,15 +34,6 @@ UNSUPPORTED = [
 
 
 @pytest.fixture
-def import_root(settings, tmp_path):
-    root = tmp_path / "imports"
-    root.mkdir()
-    settings.IMPORT_ROOT = root
-    settings.UPLOAD_DIR = tmp_path / "uploads"
-    return root.resolve()
-
-
-@pytest.fixture
 def victim_export(import_root):
     """Organization acme's spend, in its own import folder (as `make demo` lays it out)."""
     OrganizationFactory(slug=VICTIM, name="Acme")
