@@ -210,6 +210,33 @@ def test_forecast_gaps_are_zero_only_where_syncs_covered_them(api, org):
 
 
 @pytest.mark.django_db
+def test_forecast_a_provider_that_stopped_reporting_does_not_cut_the_history(api, org, aws):
+    before = _forecast(api)
+    # A month of $1 days uploaded once, long ago, to a provider that is still connected.
+    old = ProviderFactory(organization=org, name="Old uploads", kind="focus", config={})
+    CostRecord.objects.bulk_create(
+        _record(old, YESTERDAY - timedelta(days=n), "Storage", Decimal(1)) for n in range(70, 100)
+    )
+    after = _forecast(api)
+    # Before its first day it had not spent, after its last it stopped: the organization
+    # keeps AWS's 120 days (it had 30: the old provider's month, then nothing known).
+    assert after["history_days"] == 120
+    assert abs(after["projected_total"] - before["projected_total"]) < before["projected_total"] / 100
+
+
+@pytest.mark.django_db
+def test_forecast_a_provider_a_few_days_behind_ends_the_history_there(api, org, aws):
+    late = ProviderFactory(organization=org, name="Late export", kind="focus", config={})
+    # Known until 10 days ago and still connected: its last days are late, not zero.
+    CostRecord.objects.bulk_create(
+        _record(late, YESTERDAY - timedelta(days=n), "Storage", Decimal(1)) for n in range(10, 60)
+    )
+    body = _forecast(api)
+    assert body["history_days"] == 110
+    assert body["daily"][0]["date"] == TODAY.isoformat()
+
+
+@pytest.mark.django_db
 def test_forecast_ignores_todays_partial_day(api, aws):
     before = _forecast(api)
     CostRecord.objects.bulk_create([_record(aws, TODAY, "EC2", Decimal("50000"))])

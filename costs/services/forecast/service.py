@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 CACHE_TIMEOUT = 2 * 24 * 3600  # keys carry the day, so entries only need to outlive it
 LOCK_TIMEOUT = 300  # seconds a fit may hold the lock on databases without advisory locks
 LOCK_POLL = 0.05
+# A connected provider whose known days end further back than this has stopped reporting
+# (an export no longer delivered, an upload-only provider): its later days count as no
+# spend, as a disconnected provider's do. Nearer, they are missing (a late export, a sync
+# that failed last night), and the scope's history ends where the provider's does.
+STALE_DAYS = 45
 
 
 @dataclass(frozen=True)
@@ -79,40 +84,48 @@ def _cache_key(organization, providers, last_day: date) -> str:
     calibrated in log space; v3: 12 calibration origins, daily scores keep their origin;
     v4: median of the simulated totals, conformal total width; v5: calibration origins
     spread back on a geometric grid, each origin's lead kept; v6: backtests fit the
-    forecast's own model; v7: 12 calibration origins), so a deploy never serves an older
-    fit."""
+    forecast's own model; v7: 12 calibration origins; v8: a provider's days outside its
+    own span no longer hold the total back, see ``_observed_days``), so a deploy never
+    serves an older fit."""
     import hashlib
     import json
 
     state = json.dumps([last_day.isoformat(), _provider_state(providers)])
     digest = hashlib.sha256(state.encode()).hexdigest()[:40]
-    return f"forecast:v7:{organization.id}:{digest}"
+    return f"forecast:v8:{organization.id}:{digest}"
 
 
 def _observed_days(
     providers, records: dict[int, pd.DatetimeIndex], days: pd.DatetimeIndex
 ) -> np.ndarray:
     """Which days of the scope's total are known. A provider knows a day it has records
-    for or that its syncs covered (no records there: nothing was spent). Before a
-    provider's first known day, and after its last while it is still connected, its part
-    is missing, so the total is too; a disconnected provider simply stopped spending."""
+    for or that its syncs covered (no records there: nothing was spent); a day between
+    those without either is missing, so the total is too. Outside its own days a provider
+    does not hold the total back: before its first known day it had not spent yet, and
+    after its last it stopped spending if it is disconnected or has not reported for
+    ``STALE_DAYS``; only a connected provider that is a few days behind makes the last
+    days missing. (Read as missing, one provider with a month of old uploads cut the
+    organization's history to that month.) The total starts on the first day any
+    provider knows."""
     with_data = [p for p in providers if len(records.get(p.id, ())) or p.coverage_start]
     if not with_data:
         return np.zeros(len(days), dtype=bool)
     known = np.ones(len(days), dtype=bool)
+    earliest = days[-1]
     for p in with_data:
         have = records.get(p.id, pd.DatetimeIndex([]))
         start = pd.Timestamp(p.coverage_start) if p.coverage_start else None
         end = pd.Timestamp(p.coverage_end) if p.coverage_end else None
         first = min(day for day in (start, have.min() if len(have) else None) if day is not None)
         last = max(day for day in (end, have.max() if len(have) else None) if day is not None)
-        covered = days.isin(have)
+        covered = days.isin(have) | (days < first)
         if start is not None:
             covered |= (days >= start) & ((days <= end) if end is not None else True)
-        if not p.is_active:
+        if not p.is_active or (days[-1] - last).days > STALE_DAYS:
             covered |= days > last
-        known &= covered & (days >= first)
-    return known
+        known &= covered
+        earliest = min(earliest, first)
+    return known & (days >= earliest)
 
 
 def _scope_history(
