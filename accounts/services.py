@@ -8,6 +8,7 @@ import secrets
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -51,23 +52,54 @@ def api_key_create(
 
 
 @transaction.atomic
-def membership_ensure(*, org_name: str, username: str, role: str) -> Membership:
-    """The membership of ``username`` in ``org_name``, creating organization and user if missing."""
-    slug = slugify(org_name) or "org"
+def membership_ensure(*, org_name: str, username: str, role: str | None = None) -> Membership:
+    """The membership of ``username`` in the organization named exactly ``org_name``,
+    creating organization, user and membership (as ``role``, admin by default) if missing.
+    An existing member's role changes only when ``role`` is given.
+
+    The organization is found by its name only: two names with the same slug ("Acme Inc"
+    and "Acme, Inc.", or any two names in a script slugify drops) are two organizations,
+    each with a slug of its own. Raises ValidationError naming a bad name."""
+    org_name, username = org_name.strip(), username.strip()
+    _check_names(org_name, username)
     organization = Organization.objects.filter(name=org_name).first()
     if organization is None:
-        organization = Organization.objects.filter(slug=slug).first() or Organization.objects.create(
-            name=org_name, slug=_unique_slug(slug)
-        )
+        base = (slugify(org_name) or "org")[:SLUG_BASE_LENGTH].strip("-") or "org"
+        organization = Organization.objects.create(name=org_name, slug=_unique_slug(base))
     user_model = get_user_model()
     user, created = user_model.objects.get_or_create(username=username)
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])
-    membership, _ = Membership.objects.update_or_create(
-        organization=organization, user=user, defaults={"role": role}
+    membership, created = Membership.objects.get_or_create(
+        organization=organization, user=user, defaults={"role": role or Membership.Role.ADMIN}
     )
+    if not created and role and membership.role != role:
+        membership.role = role
+        membership.save(update_fields=["role"])
     return membership
+
+
+# Room for "-<n>" within the slug's 100 characters.
+SLUG_BASE_LENGTH = 90
+
+
+def _check_names(org_name: str, username: str) -> None:
+    name_limit = Organization._meta.get_field("name").max_length
+    user_field = get_user_model()._meta.get_field("username")
+    errors = {}
+    if not org_name or len(org_name) > name_limit:
+        errors["org"] = f"the organization name must be 1 to {name_limit} characters"
+    if not username or len(username) > user_field.max_length:
+        errors["user"] = f"the username must be 1 to {user_field.max_length} characters"
+    else:
+        try:
+            for validator in user_field.validators:
+                validator(username)
+        except ValidationError as exc:
+            errors["user"] = " ".join(exc.messages)
+    if errors:
+        raise ValidationError(errors)
 
 
 def _unique_slug(base: str) -> str:

@@ -1,7 +1,7 @@
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -76,3 +76,45 @@ def test_createapikey_creates_org_user_and_prints_key_last(capsys):
     assert _get(raw_key).status_code == 200
     call_command("createapikey", "--org", "Acme", "--user", "alice")
     assert Membership.objects.filter(organization__name="Acme").count() == 1
+    assert Membership.objects.get(user__username="alice").role == "viewer"  # kept
+    call_command("createapikey", "--org", "Acme", "--user", "alice", "--role", "admin")
+    assert Membership.objects.get(user__username="alice").role == "admin"  # asked for
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("Ромашка", "Лютик"), ("日本", "!!!"), ("Acme Inc", "Acme, Inc.")],
+)
+def test_createapikey_names_with_one_slug_are_two_organizations(capsys, first, second):
+    call_command("createapikey", "--org", first, "--user", "one")
+    call_command("createapikey", "--org", second, "--user", "two")
+    one = Membership.objects.get(user__username="one").organization
+    two = Membership.objects.get(user__username="two").organization
+    assert (one.name, two.name) == (first, second)
+    assert one != two and one.slug != two.slug
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--org", "", "--user", "u"], "--org: the organization name must be 1 to 200"),
+        (["--org", "x" * 201, "--user", "u"], "--org: the organization name must be 1 to 200"),
+        (["--org", "Acme", "--user", " "], "--user: the username must be 1 to 150"),
+        (["--org", "Acme", "--user", "u" * 151], "--user: the username must be 1 to 150"),
+        (["--org", "Acme", "--user", "a b"], "--user: Enter a valid username"),
+        (["--org", "Acme", "--user", "u", "--name", "n" * 101], "--name: at most 100"),
+    ],
+)
+def test_createapikey_bad_names_are_clean_errors(args, problem):
+    with pytest.raises(CommandError, match=problem):
+        call_command("createapikey", *args)
+    assert not Membership.objects.exists()
+
+
+@pytest.mark.django_db
+def test_createapikey_long_name_gets_a_slug_that_fits(capsys):
+    call_command("createapikey", "--org", "Long " * 40, "--user", "u")
+    organization = Membership.objects.get().organization
+    assert len(organization.slug) <= 100 and organization.slug.startswith("long-long")

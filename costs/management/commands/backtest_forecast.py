@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from costs.demo import generate
@@ -132,7 +132,12 @@ def demo_dataset(seed: int, days: int = DEMO_DAYS, end: date = DEMO_END):
 
 
 def peyton_dataset(path: Path):
-    frame = pd.read_csv(path, parse_dates=["ds"])
+    try:
+        frame = pd.read_csv(path, parse_dates=["ds"])
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise CommandError(f"--peyton {path}: not a Prophet example CSV with ds,y ({exc})") from None
+    if "y" not in frame.columns:
+        raise CommandError(f"--peyton {path}: not a Prophet example CSV with ds,y (no y column)")
     series = np.exp(frame.set_index("ds")["y"])
     return series.reindex(pd.date_range(series.index[0], series.index[-1])), None
 
@@ -472,6 +477,22 @@ def _speed(stdout) -> list[str]:
 # -- command -----------------------------------------------------------------------------
 
 
+def _check_arguments(*, origins, spacing, offset, levels, jobs) -> None:
+    problems = [
+        f"--{name}: {rule}"
+        for name, bad, rule in (
+            ("origins", origins < 0, "must be 0 or more"),
+            ("spacing", spacing < 1, "must be 1 or more (days between origins)"),
+            ("offset", offset < 0, "must be 0 or more"),
+            ("levels", any(not 0 < level < 1 for level in levels), "each between 0 and 1"),
+            ("jobs", jobs < 1, "must be 1 or more"),
+        )
+        if bad
+    ]
+    if problems:
+        raise CommandError("; ".join(problems))
+
+
 class Command(BaseCommand):
     help = "Backtest the cost forecast against seasonal-naive and Koku's linear forecast."
 
@@ -499,6 +520,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, seeds, origins, spacing, offset, levels, tune, peyton, jobs,
                skip_speed, **options):
+        _check_arguments(origins=origins, spacing=spacing, offset=offset, levels=levels,
+                         jobs=jobs)
         started = time.perf_counter()
         _TUNING[:] = [True] if tune else []
         _LEVELS[:] = sorted(set(levels))

@@ -10,7 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import Membership
@@ -21,6 +22,7 @@ from costs.services.jobs import sync_job_request
 from providers.configs import organization_import_folder
 from providers.models import Provider
 
+MIN_DAYS = 400
 FOCUS_COLUMNS = [
     "BilledCost", "BillingCurrency", "ChargeCategory", "ChargeFrequency", "ChargePeriodEnd",
     "ChargePeriodStart", "EffectiveCost", "ProviderName", "RegionId", "ServiceName",
@@ -51,16 +53,25 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--org", default="Demo Org")
         parser.add_argument("--seed", type=int, default=7)
-        parser.add_argument("--days", type=int, default=425, help="days of history (>= 400)")
+        parser.add_argument(
+            "--days", type=int, default=425, help=f"days of history (>= {MIN_DAYS})"
+        )
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     def handle(self, *args, org, seed, days, base_url, **options):
+        if days < MIN_DAYS:
+            raise CommandError(f"--days: at least {MIN_DAYS} (the anomaly detector needs them)")
         # A few genuine spikes on services that matter, late enough in the history for the
         # detector (which needs 17 weeks of history per series) to judge them.
         dataset = generate(
             seed=seed, days=days, spikes=6, spike_first_day=150, spike_min_base=20.0
         )
-        membership = membership_ensure(org_name=org, username="demo", role=Membership.Role.ADMIN)
+        try:
+            membership = membership_ensure(
+                org_name=org, username="demo", role=Membership.Role.ADMIN
+            )
+        except ValidationError as exc:
+            raise CommandError(f"--org: {' '.join(exc.message_dict.get('org', exc.messages))}") from None
         organization = membership.organization
 
         by_provider: dict[str, list[DemoRow]] = defaultdict(list)
