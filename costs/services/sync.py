@@ -28,7 +28,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import TYPE_CHECKING, Union
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.utils import timezone
 
 from costs.models import CostRecord
@@ -59,6 +59,8 @@ _TABLE = CostRecord._meta.db_table
 _DECIMALS = CostRecord._meta.get_field("billed_amount").decimal_places
 _MAX_DIGITS = CostRecord._meta.get_field("billed_amount").max_digits
 _QUANTUM = Decimal(1).scaleb(-_DECIMALS)
+_MAX_AMOUNT = Decimal(10) ** (_MAX_DIGITS - _DECIMALS)
+_TOO_LARGE = "{what} adds up to more than a cost record holds (1e+18); nothing was imported"
 _KEY_COLUMNS = "day, service, region, account, currency"
 
 
@@ -210,11 +212,14 @@ def _replace_in_sql(
         )
         _copy_into_stage(cursor, totals)
         # Summed again (adapters may repeat a key across batches) and rounded once.
-        cursor.execute(
-            f"CREATE TEMP TABLE cost_new ON COMMIT DROP AS SELECT {_KEY_COLUMNS}, "
-            f"sum(billed)::{money} AS billed, sum(effective)::{money} AS effective "
-            f"FROM cost_stage GROUP BY {_KEY_COLUMNS}"
-        )
+        try:
+            cursor.execute(
+                f"CREATE TEMP TABLE cost_new ON COMMIT DROP AS SELECT {_KEY_COLUMNS}, "
+                f"sum(billed)::{money} AS billed, sum(effective)::{money} AS effective "
+                f"FROM cost_stage GROUP BY {_KEY_COLUMNS}"
+            )
+        except DataError:  # numeric field overflow: a day's sum beyond _MAX_AMOUNT
+            raise ProviderError(_TOO_LARGE.format(what="a day's spend of one service")) from None
         written = cursor.rowcount
         # The key index keeps both anti-joins below index lookups whatever the planner
         # believes of costs_costrecord (its statistics lag right after a big import).
@@ -291,11 +296,19 @@ def _as_totals(totals: DailyTotals) -> Totals:
         current = summed.setdefault(key, [Decimal(0), Decimal(0)])
         current[0] += billed
         current[1] += effective
-    # PostgreSQL rounds numeric half away from zero; do the same here.
-    return {
-        key: [b.quantize(_QUANTUM, ROUND_HALF_UP), e.quantize(_QUANTUM, ROUND_HALF_UP)]
+    # PostgreSQL rounds numeric half away from zero; do the same here, with room for every
+    # digit a cost record holds (the default context's 28 digits are fewer).
+    context = Context(prec=_MAX_DIGITS + 2, rounding=ROUND_HALF_UP)
+    rounded = {
+        key: [b.quantize(_QUANTUM, context=context), e.quantize(_QUANTUM, context=context)]
         for key, (b, e) in summed.items()
     }
+    for (day, service, _region, _account, currency), amounts in rounded.items():
+        if max(abs(amounts[0]), abs(amounts[1])) >= _MAX_AMOUNT:
+            raise ProviderError(
+                _TOO_LARGE.format(what=f"the {currency} spend of {service} on {day}")
+            )
+    return rounded
 
 
 def _as_sqlite_holds(totals: Totals) -> Totals:

@@ -89,6 +89,9 @@ MAX_LENGTHS = {"service": 200, "region": 64, "account": 128}
 # centuries and break every date computed from it.
 EARLIEST_DAY = date(2000, 1, 1)
 FUTURE_DAYS = 366
+# No bill has a line of 10^15, even in yen or rupiah: a larger amount is a broken export
+# (or a unit mix-up), and a day's sum of such lines would overflow what a cost record holds.
+MAX_LINE_AMOUNT = 10**15
 # Merge the per-file sums every so many files, so a prefix of thousands of files stays small.
 MERGE_EVERY = 16
 
@@ -407,7 +410,7 @@ def _columns(lf: pl.LazyFrame, source: _Source) -> dict[str, tuple[str, pl.DataT
     """FOCUS column name -> (name in the file, dtype); names matched ignoring case/space."""
     try:
         schema = lf.collect_schema()
-    except pl.exceptions.PolarsError as exc:
+    except (pl.exceptions.PolarsError, OSError, EOFError) as exc:  # OSError: a broken gzip
         raise ProviderError(f"{source.label}: cannot be read: {_first_line(exc)}") from None
     present = {
         name.strip().lstrip("\ufeff").lower(): (name, dtype) for name, dtype in schema.items()
@@ -508,6 +511,11 @@ def _prepare(
                f"is outside the days a bill can cover ({EARLIEST_DAY} to {latest})"),
         _Check("BilledCost", pl.col("billed").is_null(), "is not a decimal amount"),
         _Check("EffectiveCost", pl.col("effective").is_null(), "is not a decimal amount"),
+        *(
+            _Check(focus, pl.col(name).abs().ge(MAX_LINE_AMOUNT).fill_null(False),
+                   f"is larger than any bill line (at most {MAX_LINE_AMOUNT:.0e} in absolute value)")
+            for focus, name in (("BilledCost", "billed"), ("EffectiveCost", "effective"))
+        ),
         _Check("BillingCurrency", ~pl.col("currency").str.contains(_CURRENCY).fill_null(False),
                "is not a 3-letter currency code"),
         *(
@@ -550,7 +558,7 @@ def _read_file(source: _Source) -> tuple[pl.DataFrame, int]:
     )
     try:
         frame = query.collect(engine="streaming")
-    except pl.exceptions.PolarsError as exc:
+    except (pl.exceptions.PolarsError, OSError, EOFError) as exc:  # OSError: a broken gzip
         raise _unreadable(source, kind, exc) from None
     if frame.height and frame["bad"].sum():
         raise _first_bad_row(lf, source, checks)
@@ -562,8 +570,13 @@ def _first_bad_row(lf: pl.LazyFrame, source: _Source, checks: list[_Check]) -> P
     """The slow path, only for a file known to hold a bad value: find the first one."""
     normalised, _ = _prepare(lf, source, diagnose=True)
     flags = [f"bad{i}" for i in range(len(checks))]
+    # Only the raw text and the flags: a parsed value may not be one Python can hold (an
+    # offset moves 9999-12-31T20:00-05:00 into the year 10000).
     hit = (
-        normalised.filter(pl.any_horizontal(flags)).head(1).collect(engine="streaming")
+        normalised.filter(pl.any_horizontal(flags))
+        .select("row", *_RAW_OF.values(), *flags)
+        .head(1)
+        .collect(engine="streaming")
     )
     found = hit.row(0, named=True)
     for flag, check in zip(flags, checks, strict=True):

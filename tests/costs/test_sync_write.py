@@ -258,6 +258,18 @@ def test_replace_window_accepts_totals_dicts(write_path, org):
                           totals={key: [Decimal("1.50"), Decimal("1.0")]}) == (1, False)
 
 
+def test_replace_window_refuses_a_day_larger_than_a_record_holds(write_path, org):
+    provider = ProviderFactory(organization=org)
+    key = (date(2024, 9, 1), "EC2", "global", "", "USD")
+    replace_window(provider=provider, date_from=date(2024, 9, 1), date_to=date(2024, 9, 1),
+                   totals={key: [Decimal(1), Decimal(1)]})
+    with pytest.raises(ProviderError, match="more than a cost record holds"):
+        replace_window(provider=provider, date_from=date(2024, 9, 1), date_to=date(2024, 9, 1),
+                       totals={key: [Decimal("2E18"), Decimal(1)]})
+    # Nothing of the refused window was written: the day keeps its earlier total.
+    assert CostRecord.objects.get(provider=provider).billed_amount == Decimal(1)
+
+
 def test_sync_takes_the_provider_row_lock(root, provider):
     write(root / "export" / "a.csv", [("2024-09-01", "1", "EC2")])
     with mock.patch.object(sync.Provider.objects, "select_for_update",

@@ -298,6 +298,11 @@ def test_focus_missing_required_column_names_file_and_column(root):
         ("start", "0001-01-01 00:00:00", "ChargePeriodStart", "is outside the days a bill can cover"),
         ("start", "1999-12-31T23:00:00Z", "ChargePeriodStart", "is outside the days a bill can cover"),
         ("start", "9999-12-31", "ChargePeriodStart", "is outside the days a bill can cover (2000-01-01 to"),
+        # The offset moves it into the year 10000, which no Python date holds.
+        ("start", "9999-12-31T20:00:00-05:00", "ChargePeriodStart", "is outside the days"),
+        ("start", "0001-01-01T00:00:00+05:00", "ChargePeriodStart", "is outside the days"),
+        ("billed", "10000000000000000", "BilledCost", "is larger than any bill line"),
+        ("effective", "-1e17", "EffectiveCost", "is larger than any bill line"),
         ("currency", "US Dollar", "BillingCurrency", "is not a 3-letter currency code"),
         ("service", "x" * 201, "ServiceName", "is longer than 200 characters"),
     ],
@@ -311,6 +316,13 @@ def test_focus_unparseable_value_names_file_column_and_row(root, field, value, c
     message = str(info.value)
     assert message.startswith(f"bad.csv: column {column}, data row 3: value ")
     assert problem in message
+
+
+def test_focus_truncated_gzip_is_a_clean_error(root):
+    whole = write_csv(root / "whole.csv.gz", [row() for _ in range(2000)])
+    (root / "cut.csv.gz").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ProviderError, match=r"^cut.csv.gz: cannot be read"):
+        read(str(root / "cut.csv.gz"))
 
 
 def test_focus_bad_value_in_gzip_names_the_row(root):
