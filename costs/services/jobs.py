@@ -49,7 +49,9 @@ def sync_job_request(
     date_from: date | None = None,
     date_to: date | None = None,
 ) -> SyncJob:
-    """Start a sync of ``provider`` or of every active provider of the organization.
+    """Start a sync of ``provider`` or of every active provider of the organization that
+    has a source to pull (an upload-only FOCUS provider has none: its data comes by
+    import, and syncing it could only fail, making every organization-wide job partial).
 
     While a queued or running job already covers the same providers, that job is returned
     instead of starting duplicate work."""
@@ -62,12 +64,22 @@ def sync_job_request(
                 code="PROVIDER_INACTIVE",
                 details={"provider_id": provider.id},
             )
+        if upload_only(provider):
+            raise Unprocessable(
+                f"provider {provider.id} is a FOCUS provider without config.uri: it has nothing "
+                f"to pull; import files with POST /api/v1/providers/{provider.id}/import, or "
+                "set config.uri",
+                code="PROVIDER_UPLOAD_ONLY",
+                details={"provider_id": provider.id},
+            )
         providers = [provider]
     else:
-        providers = list(Provider.objects.filter(organization=organization, is_active=True))
+        providers = syncable_providers(organization)
         if not providers:
             raise Unprocessable(
-                "the organization has no active providers to sync", code="NO_PROVIDERS"
+                "the organization has no active providers with a source to sync (FOCUS "
+                "providers without config.uri take uploads only)",
+                code="NO_PROVIDERS",
             )
     wanted = {p.id for p in providers}
     active_jobs = SyncJob.objects.filter(
@@ -263,11 +275,23 @@ def sync_jobs_sweep_stale(*, now=None) -> int:
 
 
 def sync_all_active() -> list[SyncJob]:
-    """The nightly sync: one job per organization with active providers."""
+    """The nightly sync: one job per organization with active providers to pull from."""
     jobs = []
     org_ids = (
         Provider.objects.filter(is_active=True).values_list("organization_id", flat=True).distinct()
     )
     for organization in Organization.objects.filter(pk__in=list(org_ids)):
-        jobs.append(sync_job_request(organization=organization))
+        if syncable_providers(organization):
+            jobs.append(sync_job_request(organization=organization))
     return jobs
+
+
+def upload_only(provider: Provider) -> bool:
+    """A FOCUS provider without ``config.uri``: fed by uploads only, nothing to pull."""
+    return provider.kind == "focus" and not (provider.config or {}).get("uri")
+
+
+def syncable_providers(organization: Organization) -> list[Provider]:
+    """The organization's active providers that have a source to pull."""
+    active = Provider.objects.filter(organization=organization, is_active=True)
+    return [p for p in active if not upload_only(p)]

@@ -123,7 +123,7 @@ def test_sync_body_not_an_object_is_400_and_syncs_nothing(api, org, raw):
 @pytest.mark.django_db
 @pytest.mark.parametrize("raw", ["", "{}"])
 def test_sync_empty_body_or_empty_object_still_syncs_all_providers(api, org, raw):
-    ProviderFactory(organization=org)
+    ProviderFactory(organization=org, kind="aws", config={"region": "us-east-1"})
     response = api.post(SYNC, raw, content_type="application/json")
     assert response.status_code == 202, response.content
     assert SyncJob.objects.count() == 1
@@ -396,7 +396,7 @@ def _check(schema: dict, path: str, method: str, response, status: str = "200") 
 @pytest.mark.django_db
 def test_schema_components_have_every_key_of_the_real_responses(api, viewer_api, org):
     schema = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
-    aws = ProviderFactory(organization=org, name="AWS")
+    aws = ProviderFactory(organization=org, name="AWS", kind="aws", config={"region": "us-east-1"})
     _seed(aws, YESTERDAY - timedelta(days=119), TODAY)
     CostRecordFactory(provider=aws, day=TODAY, service="S3", region="global")
     AnomalyFactory(

@@ -172,6 +172,29 @@ def test_sync_without_active_providers_is_422(api, org):
     assert response.json()["code"] == "NO_PROVIDERS"
 
 
+def test_upload_only_provider_is_left_out_of_organization_syncs(
+    api, org, import_root, run_on_commit
+):
+    focus_provider(org, import_root, "A")
+    uploads = ProviderFactory(organization=org, kind="focus", config={})
+    response = run_on_commit(api.post, "/api/v1/costs/sync", format="json")
+    job = api.get(f"/api/v1/jobs/{response.json()['job_id']}").json()
+    assert job["status"] == "succeeded"
+    assert uploads.id not in {p["provider_id"] for p in job["providers"]}
+
+    response = api.post("/api/v1/costs/sync", {"provider_id": uploads.id}, format="json")
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "PROVIDER_UPLOAD_ONLY"
+    assert f"/api/v1/providers/{uploads.id}/import" in body["error"]
+
+
+def test_nightly_sync_skips_an_organization_with_only_upload_only_providers(run_on_commit):
+    ProviderFactory(organization=OrganizationFactory(), kind="focus", config={})
+    assert run_on_commit(sync_all_providers) == 0
+    assert not SyncJob.objects.exists()
+
+
 def test_job_of_other_org_is_404(api, other_api, org):
     job = SyncJobFactory(organization=org)
     assert api.get(f"/api/v1/jobs/{job.id}").status_code == 200
