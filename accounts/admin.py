@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from accounts.admin_scoping import OrganizationScopedAdminMixin
 from accounts.models import ApiKey, Membership, Organization
 from accounts.services import api_key_create
 
@@ -12,7 +13,9 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    # Also what the membership form's organization autocomplete searches.
+    organization_lookup = "pk"
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -20,7 +23,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["role", "organization"]
     search_fields = ["user__username", "organization__name"]
@@ -28,9 +31,11 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     """Keys are created here with their key shown once (in the success message); only the
     prefix and the hash are stored."""
+
+    organization_lookup = "membership__organization"
 
     list_display = ["prefix", "name", "membership", "created_at", "last_used_at", "expires_at",
                     "revoked_at"]

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from accounts.admin_scoping import OrganizationScopedAdminMixin
 from costs.models import CostRecord, SyncJob, SyncJobProvider
 
 
@@ -15,7 +16,7 @@ class ReadOnlyAdminMixin:
 
 
 @admin.register(CostRecord)
-class CostRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CostRecordAdmin(OrganizationScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Cost records are written only by syncs; the admin reads and filters them."""
 
     list_display = ["day", "provider", "service", "region", "account", "billed_amount",
@@ -37,7 +38,7 @@ class SyncJobProviderInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(SyncJob)
-class SyncJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SyncJobAdmin(OrganizationScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "organization", "kind", "status", "requested_by", "created_at",
                     "finished_at"]
     list_filter = ["status", "kind", "organization"]

@@ -4,6 +4,7 @@ anomaly policies, alert webhooks (write-only secrets) and their delivery log."""
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
@@ -16,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts.admin_scoping import OrganizationScopedAdminMixin, member_organizations_only
 from costs.models import AlertWebhook, Anomaly, AnomalyPolicy, WebhookDelivery
 from costs.money import to_cents
 from costs.selectors import utc_today
@@ -25,6 +27,8 @@ from infraaudit.errors import Conflict
 from providers.models import Provider
 
 SEVERITY_COLOURS = {"low": "#6b7280", "medium": "#b45309", "high": "#c2410c", "critical": "#b91c1c"}
+# The bulk dismiss page lists at most this many of the selection (it may be thousands).
+DISMISS_PREVIEW_ROWS = 100
 
 
 class DismissForm(forms.Form):
@@ -120,7 +124,7 @@ def chart_context(anomaly: Anomaly) -> dict | None:
 
 
 @admin.register(Anomaly)
-class AnomalyAdmin(admin.ModelAdmin):
+class AnomalyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     """Triage from the list (amounts, impact, severity, top services, status); open a row
     for the chart; dismiss (with a reason) or reopen, one or many."""
 
@@ -234,7 +238,9 @@ class AnomalyAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _review_target(self, request, object_id) -> Anomaly:
-        anomaly = get_object_or_404(Anomaly.objects.select_related("provider"), pk=object_id)
+        anomaly = get_object_or_404(
+            self.get_queryset(request).select_related("provider", "dismissed_by"), pk=object_id
+        )
         if not self.has_change_permission(request, anomaly):
             raise PermissionDenied
         return anomaly
@@ -242,40 +248,72 @@ class AnomalyAdmin(admin.ModelAdmin):
     def _change_url(self, anomaly) -> str:
         return reverse("admin:costs_anomaly_change", args=[anomaly.pk])
 
+    @transaction.atomic
+    def _dismiss(self, request, anomaly, reason: str) -> None:
+        """Dismiss and record it in the anomaly's admin history, both or neither
+        (``Conflict`` when it already is dismissed)."""
+        dismissed = anomaly_dismiss(anomaly=anomaly, user=request.user, reason=reason)
+        self.log_change(request, dismissed, f'Dismissed: "{dismissed.dismiss_reason}"')
+
+    @transaction.atomic
+    def _reopen(self, request, anomaly) -> None:
+        """Reopen; the service clears the dismissal (the API shows an active anomaly without
+        one), so who dismissed it and why is kept in the history entry, read under the same
+        lock so it is the dismissal that was undone."""
+        current = (
+            Anomaly.objects.select_for_update(of=("self",)).select_related("dismissed_by")
+            .get(pk=anomaly.pk)
+        )
+        who = current.dismissed_by.get_username() if current.dismissed_by else "a deleted user"
+        reopened = anomaly_reopen(anomaly=current)
+        self.log_change(
+            request, reopened, f'Reopened (was dismissed by {who}: "{current.dismiss_reason}")'
+        )
+
     def dismiss_view(self, request, object_id):
         anomaly = self._review_target(request, object_id)
         form = DismissForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                anomaly_dismiss(anomaly=anomaly, user=request.user, reason=form.cleaned_data["reason"])
+                self._dismiss(request, anomaly, form.cleaned_data["reason"])
             except Conflict as exc:
                 self.message_user(request, str(exc.detail), messages.ERROR)
             else:
                 self.message_user(request, f"Dismissed {anomaly}.", messages.SUCCESS)
             return HttpResponseRedirect(self._change_url(anomaly))
-        return self._dismiss_page(request, [anomaly], form, action=None)
+        return self._dismiss_page(request, Anomaly.objects.filter(pk=anomaly.pk), form, action=None)
 
     def reopen_view(self, request, object_id):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         anomaly = self._review_target(request, object_id)
         try:
-            anomaly_reopen(anomaly=anomaly)
+            self._reopen(request, anomaly)
         except Conflict as exc:
             self.message_user(request, str(exc.detail), messages.ERROR)
         else:
             self.message_user(request, f"Reopened {anomaly}.", messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(anomaly))
 
-    def _dismiss_page(self, request, anomalies, form, action):
+    def _dismiss_page(self, request, queryset, form, action):
+        """The reason form. For an action it posts back to the changelist URL it came from
+        (filters and search in the query string) with what the changelist sent: the ticked
+        ids and, after "Select all", ``select_across``, so Django hands the action the whole
+        filtered queryset again. Never one field per anomaly: a selection of thousands
+        would exceed DATA_UPLOAD_MAX_NUMBER_FIELDS."""
+        preview = list(queryset[:DISMISS_PREVIEW_ROWS])
         context = {
             **self.admin_site.each_context(request),
-            "title": "Dismiss anomalies" if action else f"Dismiss {anomalies[0]}",
+            "title": "Dismiss anomalies" if action else f"Dismiss {preview[0]}",
             "opts": self.model._meta,
-            "anomalies": anomalies,
+            "anomalies": preview,
+            "total": queryset.count() if len(preview) == DISMISS_PREVIEW_ROWS else len(preview),
             "form": form,
+            "form_url": request.get_full_path(),
             "action": action,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across") == "1",
             "media": self.media,
         }
         return TemplateResponse(request, "admin/costs/anomaly/dismiss.html", context)
@@ -287,7 +325,7 @@ class AnomalyAdmin(admin.ModelAdmin):
             dismissed = skipped = 0
             for anomaly in queryset:
                 try:
-                    anomaly_dismiss(anomaly=anomaly, user=request.user, reason=form.cleaned_data["reason"])
+                    self._dismiss(request, anomaly, form.cleaned_data["reason"])
                     dismissed += 1
                 except Conflict:
                     skipped += 1
@@ -296,13 +334,13 @@ class AnomalyAdmin(admin.ModelAdmin):
                 message += f" {skipped} already dismissed, left unchanged."
             self.message_user(request, message, messages.SUCCESS)
             return None
-        return self._dismiss_page(request, list(queryset), form, action="dismiss_selected")
+        return self._dismiss_page(request, queryset, form, action="dismiss_selected")
 
     @admin.action(description="Reopen selected anomalies", permissions=["change"])
     def reopen_selected(self, request, queryset):
         reopened = 0
         for anomaly in queryset.filter(status=Anomaly.Status.DISMISSED):
-            anomaly_reopen(anomaly=anomaly)
+            self._reopen(request, anomaly)
             reopened += 1
         self.message_user(request, f"Reopened {reopened} anomal{'y' if reopened == 1 else 'ies'}.")
 
@@ -313,6 +351,9 @@ class AnomalyAdmin(admin.ModelAdmin):
         form = DetectForm(
             request.POST or None,
             initial={"date_from": today - timedelta(days=60), "date_to": today - timedelta(days=1)},
+        )
+        form.fields["provider"].queryset = member_organizations_only(
+            form.fields["provider"].queryset, request.user, "organization"
         )
         if request.method == "POST" and form.is_valid():
             from costs.tasks import detect_anomalies
@@ -352,7 +393,7 @@ def format_html_join_rows(rows):
 
 
 @admin.register(AnomalyPolicy)
-class AnomalyPolicyAdmin(admin.ModelAdmin):
+class AnomalyPolicyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     """Per-organization thresholds; an organization without one uses the defaults."""
 
     list_display = ["organization", "min_impact_amount", "min_deviation_percent",
@@ -366,9 +407,26 @@ class AnomalyPolicyAdmin(admin.ModelAdmin):
     ]
 
 
+def mask_url(url: str) -> str:
+    """``scheme://host/…`` and the last 4 characters: enough to tell webhooks apart, not
+    enough to post to a Slack-style hook, whose URL is its credential."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}/…{url[-4:]}"
+
+
+class WriteOnlyURLInput(forms.URLInput):
+    """Never renders a value: the stored URL is not sent to the browser."""
+
+    def format_value(self, value):
+        return None
+
+
 class AlertWebhookForm(forms.ModelForm):
     """The signing secret is write-only: required when the webhook is created, kept when
-    left empty afterwards, never displayed."""
+    left empty afterwards, never displayed. With ``url_write_only`` (set by the admin for
+    everyone but superusers) the URL is handled the same way."""
+
+    url_write_only = False
 
     new_secret = forms.CharField(
         label="Signing secret",
@@ -386,8 +444,18 @@ class AlertWebhookForm(forms.ModelForm):
         model = AlertWebhook
         fields = ["organization", "name", "url", "min_severity", "max_age_days", "is_active"]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.url_write_only and "url" in self.fields:
+            url = self.fields["url"]
+            url.widget = WriteOnlyURLInput()
+            url.required = not self.instance.pk
+            url.help_text = "Write-only. Leave empty to keep the stored URL (shown masked)."
+
     def clean_url(self):
         url = self.cleaned_data["url"]
+        if not url and self.instance.pk:
+            return self.instance.url  # write-only and left empty: keep it
         if not url.lower().startswith(("https://", "http://")):
             raise forms.ValidationError("must be an http(s) URL")
         return url
@@ -408,17 +476,62 @@ class AlertWebhookForm(forms.ModelForm):
 
 
 @admin.register(AlertWebhook)
-class AlertWebhookAdmin(admin.ModelAdmin):
+class AlertWebhookAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
+    """Superusers (operators) see and edit the URL. Everyone else sees it masked on the
+    list and the page and may only replace it (write-only), if allowed to change the
+    webhook at all: for Slack-style hooks the URL is the credential."""
+
     form = AlertWebhookForm
     list_display = ["name", "organization", "url", "min_severity", "max_age_days", "is_active",
                     "created_at"]
     list_filter = ["is_active", "min_severity", "organization"]
     search_fields = ["name", "url"]
+    fields = ["organization", "name", "url", "min_severity", "max_age_days", "is_active",
+              "new_secret"]
+
+    @admin.display(description="URL")
+    def masked_url(self, obj):
+        return mask_url(obj.url)
+
+    def get_list_display(self, request):
+        if request.user.is_superuser:
+            return self.list_display
+        return ["masked_url" if name == "url" else name for name in self.list_display]
+
+    def get_search_fields(self, request):
+        # Searching the URL would let a reviewer guess it a character at a time.
+        if request.user.is_superuser:
+            return self.search_fields
+        return [name for name in self.search_fields if name != "url"]
+
+    def get_fields(self, request, obj=None):
+        if request.user.is_superuser:
+            return self.fields
+        # A view-only page renders every listed field from the object, so the URL (and
+        # the secret's empty input) are listed only where the user may write them.
+        writable = (self.has_change_permission(request, obj) if obj
+                    else self.has_add_permission(request))
+        fields = ["organization", "name"]
+        fields += ["masked_url"] if obj else []
+        fields += ["url"] if writable else []
+        fields += ["min_severity", "max_age_days", "is_active"]
+        return [*fields, "new_secret"] if writable else fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if request.user.is_superuser else ["masked_url"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        if request.user.is_superuser:
+            return form
+        return type(form.__name__, (form,), {"url_write_only": True})
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     """The delivery log: one row per alert, with attempts, last answer and error."""
+
+    organization_lookup = "webhook__organization"
 
     list_display = ["created_at", "webhook", "anomaly_link", "status", "attempts",
                     "response_code", "error", "last_attempt_at", "delivered_at"]

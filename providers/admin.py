@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from rest_framework import serializers
 
+from accounts.admin_scoping import OrganizationScopedAdminMixin
 from providers.configs import validate_provider_settings
 from providers.models import Provider
 
@@ -41,14 +42,18 @@ class ProviderForm(forms.ModelForm):
                 credentials = json.loads(raw)
             except ValueError:
                 raise ValidationError({"new_credentials": "must be a JSON object"}) from None
-        # On change the kind is read-only (not in the form): validate against the stored one.
+        # On change the kind and organization are read-only (not in the form): validate
+        # against the stored ones. On add an organization not offered has its own error.
         kind = cleaned.get("kind") or self.instance.kind
+        organization = cleaned.get("organization")
+        if organization is None and self.instance.organization_id:
+            organization = self.instance.organization
         if kind:
             try:
                 config, credentials = validate_provider_settings(
                     kind=kind, config=cleaned.get("config") or {}, credentials=credentials,
                     # a local FOCUS path must be inside this organization's import folder
-                    organization=cleaned.get("organization") or self.instance.organization,
+                    organization=organization,
                 )
             except serializers.ValidationError as exc:
                 raise ValidationError(json.dumps(exc.detail)) from None
@@ -69,7 +74,7 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     form = ProviderForm
     list_display = ["name", "organization", "kind", "is_active", "has_credentials",
                     "last_synced_at", "coverage_start", "coverage_end"]
@@ -80,7 +85,9 @@ class ProviderAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # A different kind is a different provider (as in the API): its kind never changes.
-        return [*self.readonly_fields, "kind"] if obj else self.readonly_fields
+        # Its organization neither: the provider's cost records, jobs and anomalies carry
+        # the organization too and would stay behind, visible to the old one.
+        return [*self.readonly_fields, "organization", "kind"] if obj else self.readonly_fields
 
     @admin.display(boolean=True)
     def has_credentials(self, obj):

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Membership, Organization
@@ -122,3 +123,25 @@ def test_accounts_admin_membership_role_change(admin_client):
     assert response.status_code == 302
     membership.refresh_from_db()
     assert membership.is_admin
+
+
+@pytest.mark.django_db
+def test_accounts_admin_membership_organization_choices_are_the_users_own(client, membership):
+    other = MembershipFactory()
+    staff = UserFactory(username="staff", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(
+        codename__in=["view_membership", "add_membership", "view_organization"]
+    ))
+    MembershipFactory(organization=membership.organization, user=staff, role="viewer")
+    client.force_login(staff)
+    found = client.get(
+        "/admin/autocomplete/",
+        {"app_label": "accounts", "model_name": "membership", "field_name": "organization"},
+    ).json()
+    assert [r["id"] for r in found["results"]] == [str(membership.organization_id)]
+    response = client.post(
+        "/admin/accounts/membership/add/",
+        {"organization": other.organization_id, "user": staff.pk, "role": "admin"},
+    )
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    assert not Membership.objects.filter(organization=other.organization, user=staff).exists()

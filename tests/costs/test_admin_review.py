@@ -1,12 +1,16 @@
+import re
 from datetime import timedelta
 from decimal import Decimal
+from html import unescape
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Group, Permission
 
+from accounts.models import Membership
 from costs.models import AlertWebhook, Anomaly, WebhookDelivery
 from tests.costs.test_anomalies import SPIKE, TODAY, detect, weekly_series, write_series
-from tests.factories import AnomalyFactory, ProviderFactory, UserFactory
+from tests.factories import AnomalyFactory, MembershipFactory, ProviderFactory, UserFactory
 
 LIST = "/admin/costs/anomaly/"
 SECRET = "never-show-this-webhook-secret"
@@ -19,9 +23,11 @@ def superuser(db):
 
 
 @pytest.fixture
-def reviewer(db):
+def reviewer(org):
+    """A finance reviewer who is a viewer of ``org``: the admin shows them only its data."""
     user = UserFactory(username="finance", is_staff=True)
     user.groups.add(Group.objects.get(name="Finance reviewers"))
+    MembershipFactory(organization=org, user=user, role=Membership.Role.VIEWER)
     return user
 
 
@@ -213,3 +219,146 @@ def test_admin_webhook_secret_is_write_only(client, superuser, reviewer, org):
     )
     log = login(client, reviewer).get("/admin/costs/webhookdelivery/").content.decode()
     assert "HTTP 503" in log and SECRET not in log
+
+
+def _hidden_form(html: str) -> tuple[str, dict[str, list[str]]]:
+    """The dismiss page's form as a browser would submit it: its action and hidden inputs."""
+    form = html[html.index('<form method="post"'):]
+    action = unescape(re.search(r'action="([^"]*)"', form).group(1))
+    hidden: dict[str, list[str]] = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form):
+        hidden.setdefault(name, []).append(unescape(value))
+    return action, hidden
+
+
+@pytest.mark.django_db
+def test_admin_bulk_dismiss_select_across_more_than_the_field_limit(client, reviewer, org):
+    provider = ProviderFactory(organization=org, name="AWS Production")
+    other = AnomalyFactory(provider=ProviderFactory(organization=org, name="GCP"))
+    Anomaly.objects.bulk_create(
+        AnomalyFactory.build(provider=provider, service=f"svc-{i}") for i in range(1100)
+    )
+    login(client, reviewer)
+    filtered = f"{LIST}?provider__id__exact={provider.pk}"
+    page_ids = [str(a.pk) for a in client.get(filtered).context["cl"].result_list]
+    assert len(page_ids) == 50
+
+    # "Select all 1100" ticks the page and sets select_across, as Django's actions.js does.
+    confirm = client.post(
+        filtered,
+        {"action": "dismiss_selected", "_selected_action": page_ids, "select_across": "1",
+         "index": 0},
+    )
+    assert confirm.status_code == 200
+    html = confirm.content.decode()
+    assert "Dismiss 1100 anomalies" in html
+    action, hidden = _hidden_form(html)
+    assert action == filtered  # the filters go back with the form
+    assert hidden["select_across"] == ["1"]
+    assert sum(map(len, hidden.values())) < 100  # not one field per anomaly
+
+    done = client.post(action, {**hidden, "reason": "Migration weekend"})
+    assert done.status_code == 302
+    assert set(
+        Anomaly.objects.filter(provider=provider).values_list(
+            "status", "dismiss_reason", "dismissed_by"
+        )
+    ) == {("dismissed", "Migration weekend", reviewer.pk)}
+    other.refresh_from_db()
+    assert other.status == "active"  # outside the filter
+    assert LogEntry.objects.filter(change_message='Dismissed: "Migration weekend"').count() == 1100
+
+
+@pytest.mark.django_db
+def test_admin_dismiss_and_reopen_are_in_the_history(client, reviewer, org):
+    anomaly = AnomalyFactory(provider=ProviderFactory(organization=org))
+    login(client, reviewer)
+    client.post(f"{LIST}{anomaly.pk}/dismiss/", {"reason": "Planned <migration>"})
+    client.post(f"{LIST}{anomaly.pk}/reopen/")
+    anomaly.refresh_from_db()
+    assert (anomaly.status, anomaly.dismissed_by, anomaly.dismiss_reason) == ("active", None, "")
+
+    history = client.get(f"{LIST}{anomaly.pk}/history/")
+    assert history.status_code == 200
+    html = unescape(history.content.decode())
+    assert 'Dismissed: "Planned <migration>"' in html
+    assert 'Reopened (was dismissed by finance: "Planned <migration>")' in html
+    assert "<migration>" not in history.content.decode()  # escaped on the page
+
+    # The bulk actions record the same.
+    client.post(LIST, {"action": "dismiss_selected", "_selected_action": [anomaly.pk],
+                       "apply": "yes", "reason": "Again"})
+    client.post(LIST, {"action": "reopen_selected", "_selected_action": [anomaly.pk],
+                       "index": 0})
+    messages = list(
+        LogEntry.objects.filter(object_id=str(anomaly.pk))
+        .order_by("action_time", "pk").values_list("change_message", "user__username")
+    )
+    assert messages[2:] == [
+        ('Dismissed: "Again"', "finance"),
+        ('Reopened (was dismissed by finance: "Again")', "finance"),
+    ]
+
+
+WEBHOOK_URL = "https://hooks.slack.com/services/T0001/B0001/XyZsecretTOKENabcd"
+
+
+@pytest.fixture
+def webhook(org):
+    webhook = AlertWebhook(organization=org, name="Slack #finance", url=WEBHOOK_URL)
+    webhook.secret = SECRET
+    webhook.save()
+    WebhookDelivery.objects.create(
+        webhook=webhook, anomaly=AnomalyFactory(provider=ProviderFactory(organization=org)),
+        payload={"event": "cost.anomaly"}, status="failed", attempts=7, error="HTTP 503",
+    )
+    return webhook
+
+
+@pytest.mark.django_db
+def test_admin_webhook_url_is_masked_for_reviewers(client, reviewer, webhook):
+    delivery = webhook.deliveries.get()
+    login(client, reviewer)
+    pages = [
+        "/admin/costs/alertwebhook/",
+        f"/admin/costs/alertwebhook/{webhook.pk}/change/",
+        f"/admin/costs/alertwebhook/{webhook.pk}/history/",
+        "/admin/costs/webhookdelivery/",
+        f"/admin/costs/webhookdelivery/{delivery.pk}/change/",
+        f"{LIST}{delivery.anomaly_id}/change/",
+    ]
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        html = unescape(response.content.decode())
+        assert "secretTOKEN" not in html and "/services/T0001" not in html, url
+    listing = client.get("/admin/costs/alertwebhook/")
+    assert "https://hooks.slack.com/…abcd" in unescape(listing.content.decode())
+    # The URL is not searchable: no guessing it a character at a time.
+    assert list(client.get("/admin/costs/alertwebhook/?q=secretTOKEN").context["cl"].result_list) == []
+    change = unescape(client.get(f"/admin/costs/alertwebhook/{webhook.pk}/change/").content.decode())
+    assert "https://hooks.slack.com/…abcd" in change
+
+
+@pytest.mark.django_db
+def test_admin_webhook_url_is_write_only_for_non_superusers(client, superuser, webhook, org):
+    editor = UserFactory(username="ops", is_staff=True)
+    editor.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_alertwebhook", "change_alertwebhook"])
+    )
+    MembershipFactory(organization=org, user=editor)
+    url = f"/admin/costs/alertwebhook/{webhook.pk}/change/"
+    page = login(client, editor).get(url).content.decode()
+    assert 'name="url"' in page and "secretTOKEN" not in unescape(page)
+    form = {"organization": org.pk, "name": "Renamed", "url": "", "min_severity": "high",
+            "max_age_days": 7, "is_active": "on", "new_secret": ""}
+    assert client.post(url, form).status_code == 302
+    webhook.refresh_from_db()
+    assert (webhook.name, webhook.url) == ("Renamed", WEBHOOK_URL)  # empty keeps it
+    assert client.post(url, {**form, "url": "https://hooks.example.com/new"}).status_code == 302
+    webhook.refresh_from_db()
+    assert webhook.url == "https://hooks.example.com/new"
+
+    # Operators see and edit the URL itself.
+    page = login(client, superuser).get(url).content.decode()
+    assert 'value="https://hooks.example.com/new"' in page

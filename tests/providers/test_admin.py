@@ -5,7 +5,7 @@ import json
 import pytest
 
 from providers.models import Provider
-from tests.factories import OrganizationFactory, ProviderFactory
+from tests.factories import AnomalyFactory, OrganizationFactory, ProviderFactory
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/adminSECRET"
 KEY_ID = "AKIAADMINKEYID0000"
@@ -183,3 +183,20 @@ def test_provider_admin_focus_path_must_be_in_the_chosen_organizations_folder(
     assert Provider.objects.get().config["uri"] == str(
         (settings.IMPORT_ROOT / "ours" / "exports").resolve()
     )
+
+
+@pytest.mark.django_db
+def test_provider_admin_organization_cannot_change(admin_client, provider):
+    """Its records, jobs and anomalies carry the organization: moving it would leave them
+    behind, still visible to (and dismissable by) the old organization."""
+    anomaly = AnomalyFactory(provider=provider)
+    url = f"/admin/providers/provider/{provider.pk}/change/"
+    assert 'name="organization"' not in admin_client.get(url).content.decode()
+    other = OrganizationFactory()
+    response = admin_client.post(url, _form(provider, organization=other.pk, name="Renamed"))
+    assert response.status_code == 302
+    provider.refresh_from_db()
+    assert (provider.organization_id, provider.name) == (anomaly.organization_id, "Renamed")
+    # Chosen when adding.
+    add = admin_client.get("/admin/providers/provider/add/").content.decode()
+    assert 'name="organization"' in add
