@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from django.utils.text import slugify
 from accounts.models import ApiKey, Membership, Organization
 
 KEY_PREFIX = "ia_"
+_PREFIX = re.compile(r"[0-9a-f]{1,16}")  # api_key_create issues token_hex(4)
 
 
 def hash_key(raw_key: str) -> str:
@@ -26,8 +28,8 @@ def split_key(raw_key: str) -> str | None:
     if not raw_key.startswith(KEY_PREFIX):
         return None
     parts = raw_key[len(KEY_PREFIX) :].split("_", 1)
-    if len(parts) != 2 or not parts[0] or not parts[1]:
-        return None
+    if len(parts) != 2 or not parts[1] or not _PREFIX.fullmatch(parts[0]):
+        return None  # the prefix is looked up in the database: only what we issue
     return parts[0]
 
 

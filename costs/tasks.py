@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import date
 
@@ -14,13 +15,19 @@ from providers.adapters.base import ProviderThrottled
 MAX_RETRIES = 6
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 30 * 60
+RETRY_AFTER_MAX_SECONDS = 6 * 3600
 
 
 def retry_countdown(retries: int, retry_after: float | None) -> float:
-    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+    """Exponential backoff with full jitter, never sooner than the other side's
+    Retry-After, which is its word, not ours: a value that is not a finite number of
+    seconds is ignored and a longer one waits ``RETRY_AFTER_MAX_SECONDS`` (``inf`` or
+    1e12 used to crash the task and leave a delivery "retrying" for good)."""
     backoff = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**retries)
     countdown = random.uniform(backoff / 2, backoff)
-    return max(countdown, retry_after or 0)
+    if retry_after is None or not math.isfinite(retry_after) or retry_after <= 0:
+        return countdown
+    return max(countdown, min(retry_after, RETRY_AFTER_MAX_SECONDS))
 
 
 def _date(value: str | None) -> date | None:

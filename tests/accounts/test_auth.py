@@ -41,7 +41,9 @@ def test_auth_missing_header_is_401_with_error_format():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("raw_key", ["nonsense", "ia_deadbeef_wrong", "ia__", "ia_x"])
+@pytest.mark.parametrize(
+    "raw_key", ["nonsense", "ia_deadbeef_wrong", "ia__", "ia_x", "ia_dead\x00beef_x", "ia_DEAD_x"]
+)
 def test_auth_invalid_key_is_401(membership, raw_key):
     api_key_create(membership=membership)
     assert _get(raw_key).status_code == 401

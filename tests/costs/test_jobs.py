@@ -235,6 +235,13 @@ def test_periodic_tasks_created_after_migrate():
 
 
 @pytest.mark.parametrize("retries", [0, 3, 10])
+def test_retry_countdown_bounds_what_the_other_side_asks(retries):
+    for nonsense in (float("inf"), float("nan"), -5.0, 0.0):
+        assert retry_countdown(retries, nonsense) <= 30 * 60
+    assert retry_countdown(retries, 1e12) == 6 * 3600
+
+
+@pytest.mark.parametrize("retries", [0, 3, 10])
 def test_retry_countdown_backs_off_and_honours_retry_after(retries):
     countdown = retry_countdown(retries, None)
     ceiling = min(30 * 60, 30 * 2**retries)
