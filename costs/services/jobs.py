@@ -229,7 +229,7 @@ def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:
     stay written (``succeeded``). Returns how many providers' detection failed: their
     anomalies are not fresh, so the job is ``partial``, not ``succeeded`` (API.md: a
     client that sees ``succeeded`` reads fresh data)."""
-    from costs.services.anomalies import anomalies_detect
+    from costs.services.anomalies import HISTORY_DAYS, anomalies_detect
 
     changed = [r for r in results if r.changed and r.date_from and r.date_to]
     errors = []
@@ -239,8 +239,11 @@ def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:
         )
         try:
             with transaction.atomic():
+                # A changed day is in the baseline of the days after it: judge those again
+                # too (a month filled in late turns the next month's false alarms back).
                 anomalies_detect(
-                    provider=result.provider, start=result.date_from, end=result.date_to
+                    provider=result.provider, start=result.date_from,
+                    end=result.date_to + timedelta(days=HISTORY_DAYS),
                 )
         except Exception as exc:  # a bug in detection must not leave the job running
             logger.exception("anomaly detection for provider %s failed", result.provider_id)

@@ -87,14 +87,16 @@ def provider_snapshot(provider: Provider) -> ProviderSnapshot:
 
 def default_window(provider: Provider, *, today: date) -> tuple[date, date]:
     """The days an API provider is re-pulled: the current and previous month (providers
-    restate recent days), or 13 months back on a first sync."""
+    restate recent days), or 13 months back on a first sync; after a pause, from the day
+    after the last synced one (at most 13 months back), so no month between is left
+    unsynced and read as no spend."""
+    month = today.month - BACKFILL_MONTHS
+    backfill_start = date(today.year + (month - 1) // 12, (month - 1) % 12 + 1, 1)
     if provider.coverage_end is None:
-        month = today.month - BACKFILL_MONTHS
-        year = today.year + (month - 1) // 12
-        month = (month - 1) % 12 + 1
-        return date(year, month, 1), today
+        return backfill_start, today
     previous_month_start = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
-    return previous_month_start, today
+    resume = provider.coverage_end + timedelta(days=1)
+    return max(backfill_start, min(previous_month_start, resume)), today
 
 
 def aggregate_rows(rows: Iterable[CostRow]) -> Totals:
@@ -187,13 +189,25 @@ def replace_window(
         if changed:
             locked.data_version += 1
         locked.last_synced_at = timezone.now()
-        locked.coverage_start = min(filter(None, [locked.coverage_start, date_from]))
-        locked.coverage_end = max(filter(None, [locked.coverage_end, date_to]))
+        locked.coverage_start, locked.coverage_end = _coverage_after(locked, date_from, date_to)
         locked.save(
             update_fields=["data_version", "last_synced_at", "coverage_start", "coverage_end"]
         )
     provider.refresh_from_db()
     return written, changed
+
+
+def _coverage_after(provider: Provider, date_from: date, date_to: date) -> tuple[date, date]:
+    """The provider's covered days (one span, inside which a day without records is no
+    spend) once ``date_from..date_to`` has been synced. A window that does not touch the
+    span is never joined to it across the days between, which nothing synced: a later
+    window replaces the span (the latest data matter most), an earlier one is left out."""
+    start, end = provider.coverage_start, provider.coverage_end
+    if start is None or end is None:
+        return date_from, date_to
+    if date_from <= end + timedelta(days=1) and date_to >= start - timedelta(days=1):
+        return min(start, date_from), max(end, date_to)
+    return (date_from, date_to) if date_from > end else (start, end)
 
 
 # -- PostgreSQL: COPY into a staging table, change by difference -----------------------

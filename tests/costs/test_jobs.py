@@ -9,8 +9,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from costs.models import CostRecord, SyncJob, SyncJobProvider
-from costs.services.jobs import sync_jobs_sweep_stale
+from costs.models import Anomaly, CostRecord, SyncJob, SyncJobProvider
+from costs.services.jobs import sync_job_request, sync_jobs_sweep_stale
+from costs.services.sync import default_window
 from costs.tasks import retry_countdown, sync_all_providers
 from tests.costs.focus_files import write_focus_csv
 from tests.factories import (
@@ -193,6 +194,50 @@ def test_nightly_sync_skips_an_organization_with_only_upload_only_providers(run_
     ProviderFactory(organization=OrganizationFactory(), kind="focus", config={})
     assert run_on_commit(sync_all_providers) == 0
     assert not SyncJob.objects.exists()
+
+
+def _flat_days(start: date, end: date) -> list[dict]:
+    days = (end - start).days + 1
+    return [{"day": str(start + timedelta(days=n)), "service": "EC2", "amount": "100"}
+            for n in range(days)]
+
+
+def test_a_month_delivered_late_clears_the_false_alarms_its_absence_raised(
+    org, import_root, run_on_commit
+):
+    """A flat $100/day: September to February, then April, then (late) March. Judged
+    while March was missing, early April looked odd; once March arrives, April is
+    judged again against it, and no anomaly is left."""
+    folder = import_root / org.slug
+    provider = ProviderFactory(organization=org, kind="focus", config={})
+    for name, start, end in (
+        ("autumn", date(2023, 9, 1), date(2024, 2, 29)),
+        ("april", date(2024, 4, 1), date(2024, 4, 30)),
+        ("march", date(2024, 3, 1), date(2024, 3, 31)),
+    ):
+        write_focus_csv(folder / name / "export.csv", _flat_days(start, end))
+        provider.config = {"uri": str(folder / name)}
+        provider.save()
+        job = run_on_commit(sync_job_request, organization=org, provider=provider)
+        job.refresh_from_db()
+        assert job.status == "succeeded", job.error
+        if name == "april":
+            provider.refresh_from_db()  # April does not touch what was covered before it
+            assert (provider.coverage_start, provider.coverage_end) == (
+                date(2024, 4, 1), date(2024, 4, 30))
+    assert not Anomaly.objects.filter(provider=provider).exists()
+    provider.refresh_from_db()
+    assert (provider.coverage_start, provider.coverage_end) == (date(2024, 3, 1), date(2024, 4, 30))
+
+
+def test_default_window_after_a_pause_starts_after_the_last_synced_day(org):
+    provider = ProviderFactory(organization=org, kind="aws", coverage_start=date(2023, 1, 1),
+                               coverage_end=date(2024, 1, 31))
+    assert default_window(provider, today=date(2024, 5, 15)) == (date(2024, 2, 1), date(2024, 5, 15))
+    provider.coverage_end = date(2024, 5, 10)  # synced nightly: the usual two months
+    assert default_window(provider, today=date(2024, 5, 15)) == (date(2024, 4, 1), date(2024, 5, 15))
+    provider.coverage_end = date(2020, 1, 31)  # paused for years: 13 months, no more
+    assert default_window(provider, today=date(2024, 5, 15)) == (date(2023, 4, 1), date(2024, 5, 15))
 
 
 def test_job_of_other_org_is_404(api, other_api, org):
