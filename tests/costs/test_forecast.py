@@ -206,7 +206,7 @@ def test_forecast_gaps_are_zero_only_where_syncs_covered_them(api, org):
     provider.coverage_end = YESTERDAY
     provider.save()
     body = _forecast(api)
-    assert body["history_days"] == 20
+    assert body["history_days"] == 19  # from the first spend, 18 days back, to yesterday
 
 
 @pytest.mark.django_db
@@ -234,6 +234,19 @@ def test_forecast_a_provider_a_few_days_behind_ends_the_history_there(api, org, 
     body = _forecast(api)
     assert body["history_days"] == 110
     assert body["daily"][0]["date"] == TODAY.isoformat()
+
+
+@pytest.mark.django_db
+def test_forecast_of_a_new_account_starts_with_its_first_spend(api, org):
+    # A first sync covered 13 months; the account spent $10 a day in the last 30 only.
+    provider = ProviderFactory(organization=org, coverage_start=YESTERDAY - timedelta(days=395),
+                               coverage_end=YESTERDAY)
+    CostRecord.objects.bulk_create(
+        _record(provider, YESTERDAY - timedelta(days=n), "EC2", Decimal(10)) for n in range(30)
+    )
+    body = _forecast(api)
+    assert body["history_days"] == 30
+    assert Decimal(250) < body["projected_total"] < Decimal(350)  # it was 8.43
 
 
 @pytest.mark.django_db

@@ -85,7 +85,8 @@ def _cache_key(organization, providers, last_day: date) -> str:
     v4: median of the simulated totals, conformal total width; v5: calibration origins
     spread back on a geometric grid, each origin's lead kept; v6: backtests fit the
     forecast's own model; v7: 12 calibration origins; v8: a provider's days outside its
-    own span no longer hold the total back, see ``_observed_days``), so a deploy never
+    own span no longer hold the total back, see ``_observed_days``, and the history starts
+    with the first spend), so a deploy never
     serves an older fit."""
     import hashlib
     import json
@@ -159,7 +160,14 @@ def _scope_history(
     table[~known] = np.nan
     total = table.sum(axis=1) if len(table.columns) else pd.Series(0.0, index=days)
     total[~known] = np.nan
-    return total, {name: table[name] for name in table.columns}
+    # The history starts with the first spend: a first sync backfills 13 months, and an
+    # account that was idle for most of them is not a series that jumped from nothing
+    # (in log space, that step made a 30-day forecast 40x too low, or 100x too high).
+    spent = np.flatnonzero(total.to_numpy() > 0)
+    if not len(spent):
+        return pd.Series(dtype=float), {}
+    total = total.iloc[spent[0] :]
+    return total, {name: table[name].iloc[spent[0] :] for name in table.columns}
 
 
 def _insufficient(available: int) -> None:
