@@ -224,6 +224,12 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 SYNC_SOFT_TIME_LIMIT = env_int("INFRAAUDIT_SYNC_SOFT_TIME_LIMIT", 3300)
 SYNC_TIME_LIMIT = env_int("INFRAAUDIT_SYNC_TIME_LIMIT", 3600)
 SYNC_JOB_STALE_SECONDS = env_int("INFRAAUDIT_SYNC_JOB_STALE_SECONDS", 2 * 3600)
+if not SYNC_SOFT_TIME_LIMIT < SYNC_TIME_LIMIT < SYNC_JOB_STALE_SECONDS:
+    # The sweeper must only ever see syncs that their time limit has already stopped.
+    raise ImproperlyConfigured(
+        "need INFRAAUDIT_SYNC_SOFT_TIME_LIMIT < INFRAAUDIT_SYNC_TIME_LIMIT < "
+        "INFRAAUDIT_SYNC_JOB_STALE_SECONDS (seconds)"
+    )
 # The nightly sync, as a cron expression (minute hour day-of-month month day-of-week),
 # used when the periodic task is first created; later edits are made in the admin.
 NIGHTLY_SYNC_CRON = env_str("INFRAAUDIT_NIGHTLY_SYNC_CRON", "30 2 * * *")

@@ -120,3 +120,9 @@ def test_sqlite_default_queues_concurrent_writers_instead_of_failing(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == ["[]", "2"], result.stdout
+
+
+def test_settings_refuse_a_sweeper_faster_than_the_sync_time_limit():
+    result = _start({"DJANGO_DEBUG": "1", "INFRAAUDIT_SYNC_JOB_STALE_SECONDS": "600"})
+    assert result.returncode != 0
+    assert "INFRAAUDIT_SYNC_TIME_LIMIT < INFRAAUDIT_SYNC_JOB_STALE_SECONDS" in result.stderr

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -30,14 +31,35 @@ FINAL_RESULT = (SyncJobProvider.Status.SUCCEEDED, SyncJobProvider.Status.FAILED)
 
 
 def _enqueue(result_ids: list[int], date_from: date | None, date_to: date | None) -> None:
+    """Queue one task per provider. If the broker cannot be reached, the providers not
+    queued fail at once with that reason and the job finishes: a job left queued would
+    never run, and every later request for the same providers would get it back."""
+    from kombu.exceptions import OperationalError
+
     from costs.tasks import sync_provider
 
-    for result_id in result_ids:
-        sync_provider.delay(
-            result_id,
-            date_from.isoformat() if date_from else None,
-            date_to.isoformat() if date_to else None,
+    for queued, result_id in enumerate(result_ids):
+        try:
+            sync_provider.delay(
+                result_id,
+                date_from.isoformat() if date_from else None,
+                date_to.isoformat() if date_to else None,
+            )
+        except (OperationalError, OSError) as exc:
+            logger.error("could not queue the sync of result %s: %s", result_id, exc)
+            _fail_unqueued(result_ids[queued:])
+            return
+
+
+def _fail_unqueued(result_ids: list[int]) -> None:
+    results = list(SyncJobProvider.objects.filter(pk__in=result_ids))
+    for result in results:
+        _record_failure(
+            result, "the task queue (broker) could not be reached; nothing was synced, try again"
         )
+        _discard_upload(result)
+    for job_id in {result.job_id for result in results}:
+        sync_job_finish_if_done(job_id=job_id)
 
 
 @transaction.atomic
@@ -260,21 +282,29 @@ def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:
 
 
 def sync_jobs_sweep_stale(*, now=None) -> int:
-    """Mark failed the jobs whose workers died: still queued/running past the time limit."""
+    """Mark failed the providers of jobs whose workers died: a provider still running
+    ``SYNC_JOB_STALE_SECONDS`` after it started, or still queued that long after its job
+    was created, then finish those jobs. A provider that started recently is left alone,
+    however long its job waited in the queue (a busy night is not a lost worker); one
+    that started longer ago was stopped by the task's time limit, which the settings
+    keep below this one, so a sync that is still running is never failed under it."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.SYNC_JOB_STALE_SECONDS)
-    stale_ids = list(
-        SyncJob.objects.filter(
-            status__in=SyncJob.ACTIVE_STATUSES, created_at__lt=cutoff
-        ).values_list("id", flat=True)
+    stale = SyncJobProvider.objects.filter(
+        job__status__in=SyncJob.ACTIVE_STATUSES,
+    ).filter(
+        Q(status=SyncJobProvider.Status.RUNNING, started_at__lt=cutoff)
+        | Q(status=SyncJobProvider.Status.RUNNING, started_at=None, job__created_at__lt=cutoff)
+        | Q(status=SyncJobProvider.Status.QUEUED, job__created_at__lt=cutoff)
     )
+    stale_job_ids = sorted(set(stale.values_list("job_id", flat=True)))
     message = "the sync did not finish within its time limit (worker lost or stopped)"
-    for job_id in stale_ids:
-        SyncJobProvider.objects.filter(job_id=job_id).exclude(status__in=FINAL_RESULT).update(
+    for job_id in stale_job_ids:
+        stale.filter(job_id=job_id).update(
             status=SyncJobProvider.Status.FAILED, error=message, finished_at=now
         )
         sync_job_finish_if_done(job_id=job_id)
-    return len(stale_ids)
+    return len(stale_job_ids)
 
 
 def sync_all_active() -> list[SyncJob]:

@@ -263,6 +263,22 @@ def test_sweep_marks_stale_jobs_failed(org):
     assert fresh.status == "running"
 
 
+def test_sweep_leaves_a_sync_that_started_recently_after_a_long_queue(org):
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    SyncJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=3))
+    started = SyncJobProviderFactory(job=job, status=SyncJobProvider.Status.RUNNING,
+                                     started_at=timezone.now() - timedelta(minutes=5))
+    lost = SyncJobProviderFactory(job=job, status=SyncJobProvider.Status.RUNNING,
+                                  started_at=timezone.now() - timedelta(hours=2, minutes=1))
+
+    assert sync_jobs_sweep_stale() == 1
+    started.refresh_from_db()
+    lost.refresh_from_db()
+    job.refresh_from_db()
+    assert started.status == "running" and lost.status == "failed"
+    assert job.status == "running"  # it finishes when the running provider does
+
+
 def test_nightly_task_syncs_every_org_with_active_providers(import_root, run_on_commit):
     first, second = OrganizationFactory(), OrganizationFactory()
     focus_provider(first, import_root, "A")
@@ -380,3 +396,38 @@ def test_import_viewer_forbidden_and_other_org_404(viewer_api, other_api, org, i
     url = f"/api/v1/providers/{provider.id}/import"
     assert viewer_api.post(url, {"file": _csv_upload()}, format="multipart").status_code == 403
     assert other_api.post(url, {"file": _csv_upload()}, format="multipart").status_code == 404
+
+
+@pytest.fixture
+def unreachable_broker():
+    """A broker nobody listens on (port 1): publishing fails at once. The app's pools are
+    set aside, not closed, and put back afterwards."""
+    from infraaudit.celery import app
+
+    names = ("task_always_eager", "broker_url", "task_publish_retry", "broker_transport_options")
+    previous = {name: app.conf[name] for name in names}
+    pools = (app._pool, app.amqp._producer_pool)
+    app.conf.update(
+        task_always_eager=False, broker_url="redis://127.0.0.1:1/0", task_publish_retry=False,
+        broker_transport_options={"max_retries": 0},
+    )
+    app._pool = app.amqp._producer_pool = None
+    yield
+    app.conf.update(previous)
+    app._pool, app.amqp._producer_pool = pools
+
+
+def test_sync_with_the_broker_down_fails_the_job_at_once_not_a_500(
+    api, org, import_root, run_on_commit, unreachable_broker
+):
+    focus_provider(org, import_root, "A")
+    focus_provider(org, import_root, "B")
+    response = run_on_commit(api.post, "/api/v1/costs/sync", {}, format="json")
+    assert response.status_code == 202
+    job = api.get(f"/api/v1/jobs/{response.json()['job_id']}").json()
+    assert job["status"] == "failed" and job["finished_at"] is not None
+    assert [p["status"] for p in job["providers"]] == ["failed", "failed"]
+    assert "broker" in job["providers"][0]["error"]
+    # The next request is a new job, not the dead one handed back again.
+    again = run_on_commit(api.post, "/api/v1/costs/sync", {}, format="json")
+    assert again.json()["job_id"] != response.json()["job_id"]
