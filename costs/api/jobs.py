@@ -18,10 +18,13 @@ from rest_framework.views import APIView
 from accounts.permissions import request_org
 from costs.api.params import request_object
 from costs.models import SyncJob
+from costs.selectors import utc_today
 from costs.services.jobs import import_job_request, sync_job_request
 from infraaudit.errors import Unprocessable
 from providers.adapters.base import UPLOAD_NAME_SEPARATOR
 from providers.models import Provider
+
+MAX_WINDOW_DAYS = 400  # the 13 months of a first sync, and then some
 
 
 class SyncRequest(serializers.Serializer):
@@ -41,6 +44,14 @@ class SyncRequest(serializers.Serializer):
             )
         if attrs.get("date_from") and attrs["date_from"] > attrs["date_to"]:
             raise serializers.ValidationError({"date_from": ["must not be after date_to"]})
+        if attrs.get("date_to") and attrs["date_to"] > utc_today():
+            raise serializers.ValidationError({"date_to": ["must not be after today (UTC)"]})
+        if attrs.get("date_from") and (attrs["date_to"] - attrs["date_from"]).days >= MAX_WINDOW_DAYS:
+            # A window is one job's work: covering years in one request would be hours of
+            # queries, and it would mark all those days as synced at once.
+            raise serializers.ValidationError(
+                {"date_from": [f"the window may span at most {MAX_WINDOW_DAYS} days"]}
+            )
         return attrs
 
 

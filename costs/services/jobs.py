@@ -105,7 +105,8 @@ def sync_job_request(
             )
     wanted = {p.id for p in providers}
     active_jobs = SyncJob.objects.filter(
-        organization=organization, kind="cost_sync", status__in=SyncJob.ACTIVE_STATUSES
+        organization=organization, kind="cost_sync", status__in=SyncJob.ACTIVE_STATUSES,
+        date_from=date_from, date_to=date_to,  # another window is other work
     ).prefetch_related("results")
     for job in active_jobs:
         if wanted <= {r.provider_id for r in job.results.all()}:

@@ -130,6 +130,31 @@ def test_sync_returns_active_job_for_same_providers(api, org, import_root):
     assert SyncJob.objects.count() == 1
 
 
+def test_sync_of_another_window_is_not_handed_the_running_default_job(api, org, import_root):
+    provider = focus_provider(org, import_root)
+    running = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    SyncJobProviderFactory(job=running, provider=provider)
+    window = {"provider_id": provider.id, "date_from": "2024-01-01", "date_to": "2024-03-31"}
+    first = api.post("/api/v1/costs/sync", window, format="json").json()["job_id"]
+    assert first != running.id
+    assert api.post("/api/v1/costs/sync", window, format="json").json()["job_id"] == first
+
+
+@pytest.mark.parametrize(
+    ("window", "field", "message"),
+    [
+        ({"date_from": "2024-01-01", "date_to": "2999-12-31"}, "date_to", "must not be after today"),
+        ({"date_from": "1900-01-01", "date_to": "2024-01-01"}, "date_from", "at most 400 days"),
+    ],
+)
+def test_sync_window_in_the_future_or_too_long_is_400(api, org, import_root, window, field, message):
+    focus_provider(org, import_root)
+    response = api.post("/api/v1/costs/sync", window, format="json")
+    assert response.status_code == 400
+    assert message in response.json()["details"][field][0]
+    assert not SyncJob.objects.exists()
+
+
 def test_sync_finished_job_does_not_block_new_one(api, org, import_root):
     provider = focus_provider(org, import_root)
     job = SyncJobFactory(organization=org, status=SyncJob.Status.SUCCEEDED)
