@@ -301,9 +301,12 @@ def sync_jobs_sweep_stale(*, now=None) -> int:
     stale_job_ids = sorted(set(stale.values_list("job_id", flat=True)))
     message = "the sync did not finish within its time limit (worker lost or stopped)"
     for job_id in stale_job_ids:
-        stale.filter(job_id=job_id).update(
+        lost = list(stale.filter(job_id=job_id))
+        SyncJobProvider.objects.filter(pk__in=[r.pk for r in lost]).update(
             status=SyncJobProvider.Status.FAILED, error=message, finished_at=now
         )
+        for result in lost:
+            _discard_upload(result)  # nobody will import it now
         sync_job_finish_if_done(job_id=job_id)
     return len(stale_job_ids)
 

@@ -288,6 +288,16 @@ def test_sweep_marks_stale_jobs_failed(org):
     assert fresh.status == "running"
 
 
+def test_sweep_removes_the_upload_of_an_import_it_fails(org, tmp_path):
+    upload = tmp_path / "abc--export.csv"
+    upload.write_text("BilledCost\n1\n")
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.QUEUED, kind="focus_import")
+    SyncJobProviderFactory(job=job, source_file=str(upload))
+    SyncJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=3))
+    assert sync_jobs_sweep_stale() == 1
+    assert not upload.exists()
+
+
 def test_sweep_leaves_a_sync_that_started_recently_after_a_long_queue(org):
     job = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
     SyncJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=3))

@@ -270,6 +270,32 @@ def test_replace_window_refuses_a_day_larger_than_a_record_holds(write_path, org
     assert CostRecord.objects.get(provider=provider).billed_amount == Decimal(1)
 
 
+def test_a_large_write_refreshes_the_planner_statistics(org, monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setattr(sync, "ANALYZE_AFTER_ROWS", 3)
+
+    def planner_rows() -> float:
+        """What the planner believes the table holds (ANALYZE sets it, in this transaction)."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+                           [CostRecord._meta.db_table])
+            return cursor.fetchone()[0]
+
+    provider = ProviderFactory(organization=org)
+    totals = {(date(2024, 9, day), "EC2", "global", "", "USD"): [Decimal(day), Decimal(day)]
+              for day in range(1, 3)}
+    replace_window(provider=provider, date_from=date(2024, 9, 1), date_to=date(2024, 9, 2),
+                   totals=totals)  # 2 rows: under the threshold
+    totals[(date(2024, 9, 3), "EC2", "global", "", "USD")] = [Decimal(3), Decimal(3)]
+    replace_window(provider=provider, date_from=date(2024, 9, 1), date_to=date(2024, 9, 3),
+                   totals=totals)  # 1 row: under it
+    assert planner_rows() != 3  # not analyzed, though the table now holds 3 records
+    replace_window(provider=provider, date_from=date(2024, 9, 1), date_to=date(2024, 9, 3),
+                   totals={key: [v[0] + 1, v[1]] for key, v in totals.items()})  # 3 deleted, 3 in
+    assert planner_rows() == 3
+
+
 def test_sync_takes_the_provider_row_lock(root, provider):
     write(root / "export" / "a.csv", [("2024-09-01", "1", "EC2")])
     with mock.patch.object(sync.Provider.objects, "select_for_update",
