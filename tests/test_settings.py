@@ -126,3 +126,27 @@ def test_settings_refuse_a_sweeper_faster_than_the_sync_time_limit():
     result = _start({"DJANGO_DEBUG": "1", "INFRAAUDIT_SYNC_JOB_STALE_SECONDS": "600"})
     assert result.returncode != 0
     assert "INFRAAUDIT_SYNC_TIME_LIMIT < INFRAAUDIT_SYNC_JOB_STALE_SECONDS" in result.stderr
+
+
+_PROXY = (
+    "import django; django.setup(); from django.conf import settings; "
+    "print(settings.SECURE_PROXY_SSL_HEADER, settings.SECURE_HSTS_SECONDS)"
+)
+_PRODUCTION = {
+    "DJANGO_SECRET_KEY": "x" * 50,
+    "INFRAAUDIT_ENCRYPTION_KEY": "oR0WGVbBa7k8lS0xYbW6WkVo2m0b9N0VxJpR8yqZ0Uc=",
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "printed"),
+    [
+        ({}, "None 0"),  # clients reaching gunicorn directly cannot claim HTTPS
+        ({"DJANGO_TRUST_X_FORWARDED_PROTO": "true", "DJANGO_HSTS_SECONDS": "31536000"},
+         "('HTTP_X_FORWARDED_PROTO', 'https') 31536000"),
+    ],
+)
+def test_settings_trust_the_proxy_header_only_when_told(extra, printed):
+    result = _start({**_PRODUCTION, **extra}, _PROXY)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == printed
