@@ -33,7 +33,8 @@ class SyncRequest(serializers.Serializer):
     )
     date_from = serializers.DateField(
         required=False, help_text="First day to re-pull (default: start of previous month; "
-        "13 months back on a first sync)."
+        "13 months back on a first sync). API providers only: a FOCUS provider reads the "
+        "days its files hold."
     )
     date_to = serializers.DateField(required=False, help_text="Last day to re-pull (default: today).")
 

@@ -41,5 +41,13 @@ def test_backtest_forecast_peyton_file_that_is_not_ds_y_is_a_clean_error(tmp_pat
 def test_loaddemo_bad_arguments_are_clean_errors(args, problem, settings, tmp_path):
     settings.IMPORT_ROOT = tmp_path / "imports"
     with pytest.raises(CommandError, match=problem):
-        call_command("loaddemo", *args)
+        call_command("loaddemo", *args, "--force")
+    assert not Organization.objects.exists()
+
+
+@pytest.mark.django_db
+def test_loaddemo_refuses_a_production_install_unless_forced(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="DJANGO_DEBUG=1"):
+        call_command("loaddemo")
     assert not Organization.objects.exists()

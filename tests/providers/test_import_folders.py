@@ -203,7 +203,7 @@ def test_loaddemo_writes_into_the_demo_orgs_own_folder(
     import_root, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("loaddemo", "--days", "400", stdout=StringIO())
+        call_command("loaddemo", "--days", "400", "--force", stdout=StringIO())
     providers = list(Provider.objects.select_related("organization"))
     assert providers
     for provider in providers:

@@ -9,6 +9,7 @@ import secrets
 from collections import defaultdict
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -57,8 +58,17 @@ class Command(BaseCommand):
             "--days", type=int, default=425, help=f"days of history (>= {MIN_DAYS})"
         )
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--force", action="store_true",
+            help="run with DJANGO_DEBUG off too (it resets the 'admin' user's password)",
+        )
 
-    def handle(self, *args, org, seed, days, base_url, **options):
+    def handle(self, *args, org, seed, days, base_url, force, **options):
+        if not settings.DEBUG and not force:
+            raise CommandError(
+                "loaddemo is for demo installs: it makes 'admin' a superuser with a new "
+                "password. Run it with DJANGO_DEBUG=1 (make demo does), or pass --force."
+            )
         if days < MIN_DAYS:
             raise CommandError(f"--days: at least {MIN_DAYS} (the anomaly detector needs them)")
         # A few genuine spikes on services that matter, late enough in the history for the
