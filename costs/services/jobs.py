@@ -236,10 +236,17 @@ def sync_job_finish_if_done(*, job_id: int) -> None:
 def _warm_forecasts(organization_id: int) -> None:
     """Queue the fit of the organization's forecasts for today's data. Every finished job
     queues it, changed or not: the cache key moves with the last complete day too, and a
-    scope that is cached already costs one cache read."""
+    scope that is cached already costs one cache read. Without a broker it is skipped: the
+    first request fits instead (the job's outcome does not depend on it)."""
+    from kombu.exceptions import OperationalError
+
     from costs.tasks import warm_forecasts
 
-    warm_forecasts.delay(organization_id)
+    try:
+        warm_forecasts.delay(organization_id)
+    except (OperationalError, OSError) as exc:
+        logger.warning("could not queue the forecast warm-up of organization %s: %s",
+                       organization_id, exc)
 
 
 def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:

@@ -453,8 +453,9 @@ def unreachable_broker():
 
 
 def test_sync_with_the_broker_down_fails_the_job_at_once_not_a_500(
-    api, org, import_root, run_on_commit, unreachable_broker
+    api, org, import_root, run_on_commit, unreachable_broker, settings
 ):
+    settings.FORECAST_WARM_AFTER_SYNC = True  # on with a broker: it cannot be queued either
     focus_provider(org, import_root, "A")
     focus_provider(org, import_root, "B")
     response = run_on_commit(api.post, "/api/v1/costs/sync", {}, format="json")
