@@ -225,11 +225,25 @@ def test_forecast_a_provider_that_stopped_reporting_does_not_cut_the_history(api
 
 
 @pytest.mark.django_db
+def test_forecast_a_sliver_of_the_spend_with_gaps_does_not_cut_the_history(api, org, aws):
+    before = _forecast(api)
+    uploads = ProviderFactory(organization=org, name="Uploads", kind="focus", config={})
+    # $1 a day uploaded for a month long ago, and for yesterday: a gap between, unknown.
+    CostRecord.objects.bulk_create(
+        _record(uploads, YESTERDAY - timedelta(days=n), "Storage", Decimal(1))
+        for n in [0, *range(70, 100)]
+    )
+    after = _forecast(api)
+    assert after["history_days"] == 120  # was 51: its gap made 70 days unknown
+    assert abs(after["projected_total"] - before["projected_total"]) < before["projected_total"] / 100
+
+
+@pytest.mark.django_db
 def test_forecast_a_provider_a_few_days_behind_ends_the_history_there(api, org, aws):
     late = ProviderFactory(organization=org, name="Late export", kind="focus", config={})
     # Known until 10 days ago and still connected: its last days are late, not zero.
     CostRecord.objects.bulk_create(
-        _record(late, YESTERDAY - timedelta(days=n), "Storage", Decimal(1)) for n in range(10, 60)
+        _record(late, YESTERDAY - timedelta(days=n), "Storage", Decimal(40)) for n in range(10, 60)
     )
     body = _forecast(api)
     assert body["history_days"] == 110

@@ -31,6 +31,7 @@ LOCK_POLL = 0.05
 # spend, as a disconnected provider's do. Nearer, they are missing (a late export, a sync
 # that failed last night), and the scope's history ends where the provider's does.
 STALE_DAYS = 45
+MATERIAL_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,15 @@ def _scope_history(
         for provider_id, group in frame.groupby("provider")["day"]
     }
     days = pd.date_range(start, last_day)
-    known = _observed_days(providers, records, days)
+    # A provider with a sliver of the scope's spend does not decide which days are known:
+    # its unknown days count as no spend (an error under MATERIAL_SHARE of the total),
+    # where read as missing a $1-a-day upload-only provider cut an organization's 425
+    # days of history to 188.
+    spend = frame.groupby("provider")["amount"].sum().abs() if len(frame) else pd.Series()
+    material = [
+        p for p in providers if spend.get(p.id, 0) >= MATERIAL_SHARE * float(spend.sum())
+    ] if len(providers) > 1 else list(providers)
+    known = _observed_days(material, records, days)
     if not known.any():
         return pd.Series(dtype=float), {}
     days, known = days[int(np.argmax(known)) :], known[int(np.argmax(known)) :]
