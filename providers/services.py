@@ -40,14 +40,21 @@ def provider_create(
     return _save(provider)
 
 
-def provider_update(*, provider: Provider, data: dict) -> Provider:
-    """Apply a (partial) update. Credentials are replaced only when given; ``{}`` or null
-    clears them. The kind cannot change: a different kind is a different provider. The
-    config is validated again as a whole, against the provider's own organization (a local
-    FOCUS path must stay inside its import folder)."""
+def provider_update(*, provider: Provider, data: dict, partial: bool = False) -> Provider:
+    """Apply an update. Credentials are replaced only when given; ``{}`` or null clears
+    them. The kind cannot change: a different kind is a different provider. A partial
+    update (PATCH) merges the config keys it gives into the stored config, a key given as
+    null removing it (JSON merge patch): ``{"config": {"region": "eu-west-1"}}`` must not
+    silently drop a FOCUS provider's ``uri`` or an AWS role. A full update (PUT) replaces
+    the config. Either way the result is validated again as a whole, against the
+    provider's own organization (a local FOCUS path must stay inside its import folder)."""
     if "kind" in data and data["kind"] != provider.kind:
         raise serializers.ValidationError({"kind": ["cannot be changed; create a new provider"]})
     config = data.get("config", provider.config)
+    if partial and "config" in data and isinstance(config, dict):
+        config = {
+            key: value for key, value in {**provider.config, **config}.items() if value is not None
+        }
     credentials_given = "credentials" in data
     config, credentials = validate_provider_settings(
         kind=provider.kind,

@@ -41,5 +41,6 @@ class ProviderViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer):
         serializer.instance = provider_update(
-            provider=serializer.instance, data=serializer.validated_data
+            provider=serializer.instance, data=serializer.validated_data,
+            partial=serializer.partial,
         )

@@ -321,6 +321,22 @@ def test_provider_focus_uri_change_is_validated_on_update(api, org, org_folder):
 
 
 @pytest.mark.django_db
+def test_provider_patch_merges_config_keys_and_put_replaces_them(api, org):
+    provider = ProviderFactory(organization=org, kind="focus",
+                               config={"uri": "s3://bucket/x/", "region": "us-east-1"})
+    url = f"/api/v1/providers/{provider.id}"
+    response = api.patch(url, {"config": {"region": "eu-west-1"}}, format="json")
+    assert response.status_code == 200
+    assert response.json()["config"] == {"uri": "s3://bucket/x/", "region": "eu-west-1"}
+    response = api.patch(url, {"config": {"uri": None}}, format="json")  # null removes
+    assert response.json()["config"] == {"region": "eu-west-1"}
+    whole = {"name": provider.name, "kind": "focus", "config": {"uri": "s3://bucket/y/"}}
+    response = api.put(url, whole, format="json")
+    assert response.status_code == 200
+    assert response.json()["config"] == {"uri": "s3://bucket/y/", "region": "us-east-1"}
+
+
+@pytest.mark.django_db
 def test_provider_patch_without_credentials_keeps_them(api, org):
     provider = ProviderFactory(organization=org, kind="aws", config={})
     provider.credentials = VALID["aws"][1]
@@ -401,7 +417,7 @@ def test_provider_kind_cannot_change(api, org, method):
 def test_provider_patch_invalid_config_for_its_kind_is_400(api, org):
     provider = ProviderFactory(organization=org, kind="azure", config=VALID["azure"][0])
     missing = api.patch(
-        f"/api/v1/providers/{provider.id}", {"config": {"billing_table": "a.b.c"}}, format="json"
+        f"/api/v1/providers/{provider.id}", {"config": {"subscription_id": None}}, format="json"
     )
     assert missing.status_code == 400
     assert "subscription_id" in missing.json()["details"]["config"]
