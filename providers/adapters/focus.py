@@ -513,7 +513,7 @@ def _prepare(
         _Check("EffectiveCost", pl.col("effective").is_null(), "is not a decimal amount"),
         *(
             _Check(focus, pl.col(name).abs().ge(MAX_LINE_AMOUNT).fill_null(False),
-                   f"is larger than any bill line (at most {MAX_LINE_AMOUNT:.0e} in absolute value)")
+                   f"is larger than any bill line (must be under {MAX_LINE_AMOUNT:.0e} in absolute value)")
             for focus, name in (("BilledCost", "billed"), ("EffectiveCost", "effective"))
         ),
         _Check("BillingCurrency", ~pl.col("currency").str.contains(_CURRENCY).fill_null(False),

@@ -21,11 +21,12 @@ def test_backtest_forecast_bad_arguments_are_clean_errors(args, problem):
         call_command("backtest_forecast", *args, "--skip-speed")
 
 
-def test_backtest_forecast_peyton_file_that_is_not_ds_y_is_a_clean_error(tmp_path):
-    other = tmp_path / "other.csv"
-    other.write_text("a,b\n1,2\n")
+@pytest.mark.parametrize("make", [lambda d: d, lambda d: d / "other.csv"])
+def test_backtest_forecast_peyton_file_that_is_not_ds_y_is_a_clean_error(tmp_path, make):
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    path = make(tmp_path)  # a folder, or a CSV of other columns
     with pytest.raises(CommandError, match="not a Prophet example CSV with ds,y"):
-        call_command("backtest_forecast", "--seeds", "--origins", "1", "--peyton", str(other),
+        call_command("backtest_forecast", "--seeds", "--origins", "1", "--peyton", str(path),
                      "--skip-speed")
 
 

@@ -134,7 +134,7 @@ def demo_dataset(seed: int, days: int = DEMO_DAYS, end: date = DEMO_END):
 def peyton_dataset(path: Path):
     try:
         frame = pd.read_csv(path, parse_dates=["ds"])
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise CommandError(f"--peyton {path}: not a Prophet example CSV with ds,y ({exc})") from None
     if "y" not in frame.columns:
         raise CommandError(f"--peyton {path}: not a Prophet example CSV with ds,y (no y column)")
