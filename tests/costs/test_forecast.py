@@ -264,6 +264,17 @@ def test_forecast_of_a_new_account_starts_with_its_first_spend(api, org):
 
 
 @pytest.mark.django_db
+def test_forecast_after_a_credit_larger_than_a_weeks_spend_answers(api, aws):
+    # A refund of $20,000 ten days ago: some backtest windows of the history sum negative.
+    CostRecord.objects.bulk_create(
+        [_record(aws, YESTERDAY - timedelta(days=10), "Credits", Decimal(-20000))]
+    )
+    body = _forecast(api)  # was a 500 (math domain error)
+    assert body["confidence_interval"]["low"] <= body["projected_total"]
+    assert all(day["lower"] >= 0 for day in body["daily"])
+
+
+@pytest.mark.django_db
 def test_forecast_ignores_todays_partial_day(api, aws):
     before = _forecast(api)
     CostRecord.objects.bulk_create([_record(aws, TODAY, "EC2", Decimal("50000"))])
