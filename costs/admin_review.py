@@ -21,7 +21,7 @@ from accounts.admin_scoping import OrganizationScopedAdminMixin, member_organiza
 from costs.models import AlertWebhook, Anomaly, AnomalyPolicy, WebhookDelivery
 from costs.money import to_cents
 from costs.selectors import utc_today
-from costs.services.alerts import webhook_delivery_resend
+from costs.services.alerts import destination_problem, webhook_delivery_resend
 from costs.services.anomalies import anomaly_chart_series, anomaly_dismiss, anomaly_reopen
 from infraaudit.errors import Conflict
 from providers.models import Provider
@@ -456,8 +456,9 @@ class AlertWebhookForm(forms.ModelForm):
         url = self.cleaned_data["url"]
         if not url and self.instance.pk:
             return self.instance.url  # write-only and left empty: keep it
-        if not url.lower().startswith(("https://", "http://")):
-            raise forms.ValidationError("must be an http(s) URL")
+        problem = destination_problem(url)
+        if problem:
+            raise forms.ValidationError(problem)
         return url
 
     def clean(self):
@@ -497,6 +498,14 @@ class AlertWebhookAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         if request.user.is_superuser:
             return self.list_display
         return ["masked_url" if name == "url" else name for name in self.list_display]
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # ?url__startswith=... in the list's query string would spell the URL out too.
+        if lookup.split("__")[0] in {"url", "secret_encrypted"} and not (
+            request is not None and request.user.is_superuser
+        ):
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
     def get_search_fields(self, request):
         # Searching the URL would let a reviewer guess it a character at a time.

@@ -12,7 +12,7 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.http import Http404, JsonResponse
-from django.views.defaults import page_not_found
+from django.views.defaults import bad_request, page_not_found, permission_denied
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -135,6 +135,8 @@ def json_404(request, exception=None):
 
 
 def json_400(request, exception=None):
+    if not request.path.startswith("/api/"):  # the admin's pages answer in HTML
+        return bad_request(request, exception)
     if isinstance(exception, RequestDataTooBig):  # read by a view outside DRF
         exc = body_too_large()
         return JsonResponse(error_body(str(exc.detail), exc.error_code, exc.details), status=413)
@@ -142,6 +144,8 @@ def json_400(request, exception=None):
 
 
 def json_403(request, exception=None):
+    if not request.path.startswith("/api/"):  # the admin's pages answer in HTML
+        return permission_denied(request, exception)
     return JsonResponse(error_body("forbidden", "FORBIDDEN"), status=403)
 
 

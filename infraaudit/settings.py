@@ -50,6 +50,8 @@ UPLOAD_MAX_BYTES = env_int("INFRAAUDIT_UPLOAD_MAX_BYTES", 2 * 1024**3)
 # Use the server's own cloud identity (instance role, ADC, DefaultAzureCredential).
 # Off by default: it would let one organization read another's data through us.
 ALLOW_AMBIENT_CREDENTIALS = env_bool("INFRAAUDIT_ALLOW_AMBIENT_CREDENTIALS", default=False)
+# Alert webhooks to loopback, private or link-local addresses (a receiver on your network).
+WEBHOOK_ALLOW_INTERNAL = env_bool("INFRAAUDIT_WEBHOOK_ALLOW_INTERNAL", default=False)
 DEFAULT_CURRENCY = env_str("INFRAAUDIT_DEFAULT_CURRENCY", "USD")
 
 INSTALLED_APPS = [

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Iterable
 from datetime import date, timedelta
+from urllib.parse import urlsplit
 
 import requests
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -100,6 +104,38 @@ def _send(delivery_ids: list[int]) -> None:
         deliver_webhook.delay(delivery_id)
 
 
+def destination_problem(url: str, *, resolve: bool = True) -> str | None:
+    """Why an alert may not be sent to ``url``, or None. A webhook is a URL a tenant
+    chooses and our worker POSTs to: pointed at loopback, a private network or the cloud
+    metadata address (169.254.169.254), it would reach our own services, and the delivery
+    log would tell what answered. Unless ``INFRAAUDIT_WEBHOOK_ALLOW_INTERNAL`` is on (a
+    receiver on the operator's own network), the host must be a public address, by itself
+    or by what it resolves to now. A name that does not resolve is left to fail on its own."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL with a host"
+    if settings.WEBHOOK_ALLOW_INTERNAL:
+        return None
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is an internal address"
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        if not resolve:
+            return None
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        except (OSError, ValueError):
+            return None
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        if not address.is_global or address.is_multicast:
+            return f"{host} is an internal address ({address})"
+    return None
+
+
 def _post(url: str, body: bytes, headers: dict) -> requests.Response:
     """The network edge (tests stub it with ``responses``). No redirects: the signed body
     goes only where it was configured to go."""
@@ -163,6 +199,11 @@ def _attempt(delivery: WebhookDelivery, webhook: AlertWebhook) -> DeliveryRetrya
         "X-InfraAudit-Delivery": str(delivery.id),
         SIGNATURE_HEADER: signature(webhook.secret, body),
     }
+    problem = destination_problem(webhook.url)
+    if problem:  # checked again at every send: a name may resolve elsewhere by now
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.error = f"refused: {problem}"[:500]
+        return None
     try:
         response = _post(webhook.url, body, headers)
     except (requests.ConnectionError, requests.Timeout) as exc:

@@ -157,3 +157,17 @@ def test_detection_alerts_new_anomalies_once(webhook, org, django_capture_on_com
     assert WebhookDelivery.objects.filter(anomaly__in=anomalies).count() == 2
     assert len(responses.calls) == 2
 
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_alert_to_an_internal_address_is_refused_at_send_time(org, anomaly, django_capture_on_commit_callbacks):
+    # Saved around the admin's check (or a name that resolves elsewhere by now).
+    webhook = AlertWebhook(organization=org, name="Metadata", url="http://169.254.169.254/latest/")
+    webhook.secret = "s" * 32
+    webhook.save()
+    (delivery_id,) = enqueue(django_capture_on_commit_callbacks, [anomaly])
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    assert delivery.status == "failed"
+    assert delivery.error == "refused: 169.254.169.254 is an internal address (169.254.169.254)"
+    assert len(responses.calls) == 0  # nothing was sent
