@@ -314,6 +314,36 @@ def test_forecast_series_finds_a_charge_in_the_total_without_components():
     assert max(v for d, v in by_day.items() if d.day != 15) < 200
 
 
+@pytest.mark.parametrize(
+    ("day_of_month", "expected_days"),
+    [
+        (31, ["2026-01-31", "2026-02-28", "2026-03-31"]),  # every month's last day
+        (30, ["2026-01-30", "2026-02-28", "2026-03-30"]),  # February: its last day
+        (29, ["2026-01-29", "2026-02-28", "2026-03-29"]),
+    ],
+)
+def test_forecast_series_places_a_charge_late_in_the_month_in_every_month(
+    day_of_month, expected_days
+):
+    days = pd.date_range("2025-01-01", "2026-01-10")
+    lands = (days.day == day_of_month) | (days.is_month_end & (days.day < day_of_month))
+    values = [float(_usage(d.date())) + (500.0 if hit else 0.0) for d, hit in zip(days, lands, strict=True)]
+    result = forecast_series(pd.Series(values, index=days), horizon=90)
+    charged = [str(d) for d, amount in zip(result.days, result.amount, strict=True) if amount > 450]
+    assert charged == expected_days
+
+
+def test_forecast_series_forecasts_a_charge_that_changed_at_its_latest_amount():
+    days = pd.date_range("2025-01-01", "2026-01-10")
+    values = [
+        float(_usage(d.date())) + (0.0 if d.day != 15 else 2000.0 if d >= pd.Timestamp("2025-11-01") else 500.0)
+        for d in days
+    ]
+    result = forecast_series(pd.Series(values, index=days), horizon=60)
+    by_day = dict(zip(result.days, result.amount, strict=True))
+    assert by_day[date(2026, 1, 15)] > 1900 and by_day[date(2026, 2, 15)] > 1900
+
+
 def test_forecast_series_never_goes_below_zero_on_a_decline():
     days = pd.date_range("2024-01-01", periods=120)
     values = np.linspace(500, 20, 120) * (1 + 0.05 * np.sin(np.arange(120)))

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-LAST_DAY = 0  # day_of_month value meaning "the last day of the month"
-
 
 @dataclass(frozen=True)
 class RecurringCharge:
-    """A charge that lands on ``day_of_month`` (0: last day) of every month."""
+    """A charge that lands on ``day_of_month`` (1-31) of every month, or on its last day
+    in a month too short for it: billed "on the 30th" is February's 28th (or 29th), and
+    "on the 31st" is every month's last day."""
 
     component: str
     day_of_month: int
@@ -22,10 +22,16 @@ class RecurringCharge:
     months: int
 
 
-def _day_keys(index: pd.DatetimeIndex) -> np.ndarray:
+def _lands_on(index: pd.DatetimeIndex, day_of_month: int) -> np.ndarray:
+    """Whether a charge billed on ``day_of_month`` lands on each day of ``index``."""
     days = np.asarray(index.day)
-    keys = np.where(days <= 28, days, -1)
-    return np.where(np.asarray(index.is_month_end) & (days > 28), LAST_DAY, keys)
+    return (days == day_of_month) | (np.asarray(index.is_month_end) & (days < day_of_month))
+
+
+def _days_of_month_landing(day: pd.Timestamp) -> range:
+    """The days of the month whose charges land on ``day`` (a month's last day takes the
+    charges of the days it lacks)."""
+    return range(day.day, 32) if day.is_month_end else range(day.day, day.day + 1)
 
 
 DETECTION_WINDOW_DAYS = 400  # a charge must have been billed within this many days
@@ -64,21 +70,26 @@ def _recurring_in(
     charged, observed = jumps.charged, jumps.observed
     if not charged[-DETECTION_WINDOW_DAYS:].any():
         return [], explained
-    keys = _day_keys(index)
+    recent_charged = index[-DETECTION_WINDOW_DAYS:][charged[-DETECTION_WINDOW_DAYS:]]
+    candidates = sorted({d for day in recent_charged for d in _days_of_month_landing(day)})
     charges = []
-    for day_key in np.unique(keys[-DETECTION_WINDOW_DAYS:][charged[-DETECTION_WINDOW_DAYS:]]):
-        hits = np.flatnonzero((keys == day_key) & observed)
+    for day_of_month in candidates:
+        hits = np.flatnonzero(_lands_on(index, day_of_month) & observed)
         misses = np.flatnonzero(~charged[hits])
         run = len(hits) - (misses[-1] + 1 if misses.size else 0)
-        if day_key < 0 or run < 2:
+        if run < 2:
             continue
         last = hits[-run:]
+        if explained[last].any():
+            continue  # the same days as a charge found already (the 30th and the 31st in
+            # a run of months that all end on one of them): one charge, not two
         amounts = jumps.excess[last]
-        recent = amounts[-6:]
         pure = bool(jumps.pure[last[-3:]].all())
-        if run < (2 if pure else 3) or recent.max() > 3 * recent.min():
+        # The latest two months agree (a price that changed is forecast at its latest
+        # amount; a one-off coincidence on that day of the month is not a charge).
+        if run < (2 if pure else 3) or amounts[-2:].max() > 3 * amounts[-2:].min():
             continue
-        charges.append(RecurringCharge(name, int(day_key), float(amounts[-1]), run))
+        charges.append(RecurringCharge(name, day_of_month, float(amounts[-1]), run))
         explained[last] = amounts
     return charges, explained
 
@@ -110,9 +121,8 @@ def detect_recurring(
 
 
 def _recurring_future(charges: Iterable[RecurringCharge], days: pd.DatetimeIndex) -> np.ndarray:
-    keys = _day_keys(days)
     out = np.zeros(len(days))
     for charge in charges:
-        out += np.where(keys == charge.day_of_month, charge.amount, 0.0)
+        out += np.where(_lands_on(days, charge.day_of_month), charge.amount, 0.0)
     return out
 
