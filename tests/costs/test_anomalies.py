@@ -97,6 +97,21 @@ def test_expected_range_flags_a_new_monthly_charge_until_it_recurs():
     assert days == set(first_days[:2])  # flagged twice, expected from the third billing
 
 
+@pytest.mark.parametrize("day_of_month", [30, 31, 29])
+def test_expected_range_learns_a_charge_late_in_the_month(day_of_month):
+    values = weekly_series(days=500)
+    billed = [
+        i for i in range(200, 500)
+        if (d := START + timedelta(days=i)).day == day_of_month
+        or ((d + timedelta(days=1)).day == 1 and d.day < day_of_month)  # a shorter month's last
+    ]
+    values[billed] += 1500.0
+    days, _ = flagged(values)
+    # Flagged while new, then expected every month, month ends of every length included
+    # (a charge on the 30th used to be flagged again on each 30 April, 30 June, 28 February).
+    assert days <= set(billed[:3]) and days
+
+
 def test_expected_range_is_not_dragged_up_by_earlier_anomalies():
     values = weekly_series(noise=0.02)
     clean = expected_range(values, START).expected[0, 190]

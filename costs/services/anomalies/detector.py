@@ -88,10 +88,14 @@ class Bands:
         return np.isfinite(self.upper)
 
 
-def _previous_month_indices(start: date, n: int, months: int) -> np.ndarray:
+def _previous_month_indices(
+    start: date, n: int, months: int, *, billed_on: int | None = None
+) -> np.ndarray:
     """``idx[m-1, t]``: index of the same day of the month ``m`` months before day ``t``
-    (the last day when ``t`` is a month's last day or the day does not exist); -1 when
-    before the series."""
+    (the last day when the day does not exist); -1 when before the series. For ``t`` a
+    month's last day: by default the last day of the month before, or, with
+    ``billed_on`` (28-31), the day a charge billed on that day of the month landed on
+    (the 30th lands on a 31-day month's 30th and on February's last day)."""
     days = np.datetime64(start, "D") + np.arange(n)
     month = days.astype("datetime64[M]")
     dom = (days - month).astype(int)  # 0-based day of month
@@ -100,7 +104,11 @@ def _previous_month_indices(start: date, n: int, months: int) -> np.ndarray:
     for m in range(1, months + 1):
         prev_month = month - m
         prev_len = ((prev_month + 1).astype("datetime64[D]") - prev_month.astype("datetime64[D]")).astype(int)
-        prev_dom = np.where(is_last, prev_len - 1, np.minimum(dom, prev_len - 1))
+        if billed_on is None:
+            prev_dom = np.where(is_last, prev_len - 1, np.minimum(dom, prev_len - 1))
+        else:
+            landed = np.minimum(billed_on, prev_len) - 1
+            prev_dom = np.where(is_last & (dom < billed_on), landed, np.minimum(dom, prev_len - 1))
         target = (prev_month.astype("datetime64[D]") + prev_dom - days[0]).astype(np.int64)
         idx[m - 1] = np.where(target >= 0, target, -1)
     return idx
@@ -177,8 +185,23 @@ def _recurring(x, y, eps, start: date, t: np.ndarray, half: np.ndarray):
         neighbours = y[:, u[:, None] + np.array([-14, -7, 7, 14])]
         local[:, u] = np.exp(np.median(neighbours, axis=2)) - eps
     excess = x - local
+    # A month's last day may carry a charge billed at month end, or one billed on the
+    # 28th-30th (which lands on a shorter month's last day): each reading is tried, and
+    # the first that finds the charge in earlier months gives the expected extra.
+    readings = [
+        _recurring_by(excess, local, half, _previous_month_indices(
+            start, n, RECURRING_MONTHS, billed_on=billed_on)[:, t])
+        for billed_on in (None, 28, 29, 30)
+    ]
+    _, *parts = readings[-1]
+    for found, *found_parts in reversed(readings[:-1]):
+        parts = [np.where(found, a, b) for a, b in zip(found_parts, parts, strict=True)]
+    return tuple(parts)
 
-    idx = _previous_month_indices(start, n, RECURRING_MONTHS)[:, t]  # (months, T)
+
+def _recurring_by(excess, local, half, idx):
+    """(recurring, extra, extra_lo, extra_hi) of the judged days whose earlier months are
+    at ``idx``."""
     valid = idx >= 0
     safe = np.where(valid, idx, 0)
     past_excess = np.where(valid[None], excess[:, safe], np.nan)  # (m, months, T)
@@ -197,7 +220,7 @@ def _recurring(x, y, eps, start: date, t: np.ndarray, half: np.ndarray):
     extra = np.where(recurring, np.maximum(np.nan_to_num(typical), 0.0), 0.0)
     extra_hi = np.where(recurring, hi * (1 + RECURRING_TOLERANCE), 0.0)
     extra_lo = np.where(recurring, lo * (1 - RECURRING_TOLERANCE), 0.0)
-    return extra, extra_lo, extra_hi
+    return recurring, extra, extra_lo, extra_hi
 
 
 def material_mask(services: np.ndarray, total: np.ndarray, *, min_daily: float) -> np.ndarray:
