@@ -269,9 +269,17 @@ def test_forecast_after_a_credit_larger_than_a_weeks_spend_answers(api, aws):
     CostRecord.objects.bulk_create(
         [_record(aws, YESTERDAY - timedelta(days=10), "Credits", Decimal(-20000))]
     )
-    body = _forecast(api)  # was a 500 (math domain error)
-    assert body["confidence_interval"]["low"] <= body["projected_total"]
-    assert all(day["lower"] >= 0 for day in body["daily"])
+    with_credit = _forecast(api, "days=60")
+    CostRecord.objects.filter(service="Credits").delete()
+    aws.data_version += 1
+    aws.save()
+    without = _forecast(api, "days=60")
+    # Was a 500 (math domain error), then an interval 100x too wide: the credit day is
+    # missing, not a window the model missed by everything.
+    interval = with_credit["confidence_interval"]
+    assert interval["low"] <= with_credit["projected_total"] <= interval["high"]
+    assert interval["high"] < Decimal("1.5") * without["confidence_interval"]["high"]
+    assert all(day["lower"] >= 0 for day in with_credit["daily"])
 
 
 @pytest.mark.django_db

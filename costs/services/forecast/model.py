@@ -377,7 +377,13 @@ class _Scope:
 
     @classmethod
     def build(cls, history, components) -> _Scope:
+        # A day whose net spend is below zero is a credit or refund larger than the day's
+        # usage: nothing the model forecasts (it forecasts spend, never below zero), so
+        # the day is missing for the fit and for every backtest window, rather than a
+        # zero that read as the model missing a whole window (a -$20,000 credit made the
+        # 30-day interval 0-256,619 around 2,673).
         series = _as_series(history)
+        series = series.where(~(series < 0))
         if components is None:
             parts = {"total": series}
         else:
