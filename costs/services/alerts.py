@@ -25,6 +25,7 @@ import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from urllib3.util import parse_url
 
 from costs.models import AlertWebhook, Anomaly, WebhookDelivery
 from costs.money import to_cents
@@ -114,6 +115,12 @@ def destination_problem(url: str, *, resolve: bool = True) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http(s) URL with a host"
+    if "\\" in url or "@" in parts.netloc:
+        # Parsers disagree on these: http://127.0.0.1\@8.8.8.8/ is host 8.8.8.8 to
+        # urlsplit and 127.0.0.1 to urllib3, which sends the request.
+        return "must not hold a user name or a backslash"
+    if (parse_url(url).host or "").strip("[]").lower() != parts.hostname.lower():
+        return "has a host that URL parsers read differently"
     if settings.WEBHOOK_ALLOW_INTERNAL:
         return None
     host = parts.hostname
