@@ -53,6 +53,16 @@ class InvalidParameter(ApiError):
         )
 
 
+def empty_parameters(query_params, names) -> dict[str, list[str]]:
+    """The known parameters given empty (``?days=``), each with its message: an empty value
+    is a bad value, not a request for the default."""
+    return {
+        name: ["must not be empty"]
+        for name in names
+        if name in query_params and query_params[name] == ""
+    }
+
+
 class Unprocessable(ApiError):
     def __init__(self, message: str, *, code: str = "UNPROCESSABLE", details=None):
         super().__init__(message, code=code, status_code=422, details=details)
@@ -128,14 +138,19 @@ def exception_handler(exc, context):
     return Response(body, status=exc.status_code, headers=headers)
 
 
+def _html_page(request) -> bool:
+    """Outside the API (the admin, the docs) errors answer as Django's HTML pages."""
+    return not request.path.startswith("/api/")
+
+
 def json_404(request, exception=None):
-    if not request.path.startswith("/api/"):
+    if _html_page(request):
         return page_not_found(request, exception)
     return JsonResponse(error_body("not found", "NOT_FOUND"), status=404)
 
 
 def json_400(request, exception=None):
-    if not request.path.startswith("/api/"):  # the admin's pages answer in HTML
+    if _html_page(request):
         return bad_request(request, exception)
     if isinstance(exception, RequestDataTooBig):  # read by a view outside DRF
         exc = body_too_large()
@@ -144,7 +159,7 @@ def json_400(request, exception=None):
 
 
 def json_403(request, exception=None):
-    if not request.path.startswith("/api/"):  # the admin's pages answer in HTML
+    if _html_page(request):
         return permission_denied(request, exception)
     return JsonResponse(error_body("forbidden", "FORBIDDEN"), status=403)
 

@@ -1,6 +1,6 @@
 from django_filters.rest_framework import DjangoFilterBackend
 
-from infraaudit.errors import InvalidParameter
+from infraaudit.errors import InvalidParameter, empty_parameters
 
 
 class QueryFilterBackend(DjangoFilterBackend):
@@ -11,11 +11,7 @@ class QueryFilterBackend(DjangoFilterBackend):
         filterset = self.get_filterset(request, queryset, view)
         if filterset is None:
             return queryset
-        errors = {
-            name: ["must not be empty"]
-            for name in filterset.filters
-            if name in request.query_params and request.query_params[name] == ""
-        }
+        errors = empty_parameters(request.query_params, filterset.filters)
         if not filterset.is_valid():
             for key, messages in filterset.errors.items():
                 errors.setdefault(key, [str(message) for message in messages])

@@ -2,7 +2,7 @@ import re
 
 from rest_framework.pagination import PageNumberPagination
 
-from infraaudit.errors import InvalidParameter
+from infraaudit.errors import InvalidParameter, empty_parameters
 
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() and int() also take other digits (Arabic-Indic, fullwidth, superscripts)
 
@@ -16,20 +16,18 @@ class Pagination(PageNumberPagination):
     max_page_size = 1000
 
     def paginate_queryset(self, queryset, request, view=None):
-        errors = {}
-        page = request.query_params.get(self.page_query_param)
-        if page == "":
-            errors[self.page_query_param] = ["must not be empty"]
-        elif not (
+        errors = empty_parameters(
+            request.query_params, [self.page_query_param, self.page_size_query_param]
+        )
+        page = request.query_params.get(self.page_query_param) or None
+        if not (
             page is None
             or page in self.last_page_strings
             or (_DIGITS.fullmatch(page) and int(page) >= 1)
         ):
             errors[self.page_query_param] = ["must be a positive integer"]
-        size = request.query_params.get(self.page_size_query_param)
-        if size == "":
-            errors[self.page_size_query_param] = ["must not be empty"]
-        elif size is not None and not (
+        size = request.query_params.get(self.page_size_query_param) or None
+        if size is not None and not (
             _DIGITS.fullmatch(size) and 1 <= int(size) <= self.max_page_size
         ):
             errors[self.page_size_query_param] = [

@@ -5,7 +5,7 @@ import re
 from rest_framework import serializers
 
 from accounts.permissions import request_org
-from infraaudit.errors import ApiError, InvalidParameter
+from infraaudit.errors import ApiError, InvalidParameter, empty_parameters
 from providers.models import Provider
 
 # The one written form of a number in a query string. Python's int() and float() also take
@@ -73,11 +73,7 @@ def parse_query(serializer_class, request) -> dict:
     """Validated query parameters, or 400 INVALID_PARAMETER naming each bad one. A known
     parameter given empty (``?days=``) is bad, not a request for its default."""
     serializer = serializer_class(data=request.query_params)
-    errors = {
-        name: ["must not be empty"]
-        for name in serializer.fields
-        if name in request.query_params and request.query_params[name] == ""
-    }
+    errors = empty_parameters(request.query_params, serializer.fields)
     if not serializer.is_valid():
         for key, messages in serializer.errors.items():
             errors.setdefault(key, [str(message) for message in messages])

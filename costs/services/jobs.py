@@ -34,32 +34,42 @@ def _enqueue(result_ids: list[int], date_from: date | None, date_to: date | None
     """Queue one task per provider. If the broker cannot be reached, the providers not
     queued fail at once with that reason and the job finishes: a job left queued would
     never run, and every later request for the same providers would get it back."""
-    from kombu.exceptions import OperationalError
-
     from costs.tasks import sync_provider
 
     for queued, result_id in enumerate(result_ids):
-        try:
-            sync_provider.delay(
-                result_id,
-                date_from.isoformat() if date_from else None,
-                date_to.isoformat() if date_to else None,
+        dates = (date_from.isoformat() if date_from else None,
+                 date_to.isoformat() if date_to else None)
+        if not _publish(sync_provider, result_id, *dates):
+            _fail_results(
+                SyncJobProvider.objects.filter(pk__in=result_ids[queued:]),
+                "the task queue (broker) could not be reached; nothing was synced, try again",
             )
-        except (OperationalError, OSError) as exc:
-            logger.error("could not queue the sync of result %s: %s", result_id, exc)
-            _fail_unqueued(result_ids[queued:])
             return
 
 
-def _fail_unqueued(result_ids: list[int]) -> None:
-    results = list(SyncJobProvider.objects.filter(pk__in=result_ids))
+def _publish(task, *args) -> bool:
+    """Queue ``task``; False (logged) when the broker cannot be reached."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        task.delay(*args)
+    except (OperationalError, OSError) as exc:
+        logger.error("could not queue %s%s: %s", task.name, args, exc)
+        return False
+    return True
+
+
+def _fail_results(results, message: str) -> int:
+    """Fail these providers' parts of their jobs (an upload nobody will import now is
+    removed), then finish those jobs; returns how many jobs."""
+    results = list(results)
     for result in results:
-        _record_failure(
-            result, "the task queue (broker) could not be reached; nothing was synced, try again"
-        )
+        _record_failure(result, message)
         _discard_upload(result)
-    for job_id in {result.job_id for result in results}:
+    job_ids = sorted({result.job_id for result in results})
+    for job_id in job_ids:
         sync_job_finish_if_done(job_id=job_id)
+    return len(job_ids)
 
 
 @transaction.atomic
@@ -238,15 +248,9 @@ def _warm_forecasts(organization_id: int) -> None:
     queues it, changed or not: the cache key moves with the last complete day too, and a
     scope that is cached already costs one cache read. Without a broker it is skipped: the
     first request fits instead (the job's outcome does not depend on it)."""
-    from kombu.exceptions import OperationalError
-
     from costs.tasks import warm_forecasts
 
-    try:
-        warm_forecasts.delay(organization_id)
-    except (OperationalError, OSError) as exc:
-        logger.warning("could not queue the forecast warm-up of organization %s: %s",
-                       organization_id, exc)
+    _publish(warm_forecasts, organization_id)
 
 
 def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:
@@ -305,17 +309,9 @@ def sync_jobs_sweep_stale(*, now=None) -> int:
         | Q(status=SyncJobProvider.Status.RUNNING, started_at=None, job__created_at__lt=cutoff)
         | Q(status=SyncJobProvider.Status.QUEUED, job__created_at__lt=cutoff)
     )
-    stale_job_ids = sorted(set(stale.values_list("job_id", flat=True)))
-    message = "the sync did not finish within its time limit (worker lost or stopped)"
-    for job_id in stale_job_ids:
-        lost = list(stale.filter(job_id=job_id))
-        SyncJobProvider.objects.filter(pk__in=[r.pk for r in lost]).update(
-            status=SyncJobProvider.Status.FAILED, error=message, finished_at=now
-        )
-        for result in lost:
-            _discard_upload(result)  # nobody will import it now
-        sync_job_finish_if_done(job_id=job_id)
-    return len(stale_job_ids)
+    return _fail_results(
+        stale, "the sync did not finish within its time limit (worker lost or stopped)"
+    )
 
 
 def sync_all_active() -> list[SyncJob]:

@@ -481,11 +481,8 @@ def _calibrate(
         lengths = {*range(TOTAL_SCORE_STEP, steps + 1, TOTAL_SCORE_STEP), *HORIZONS}
         for days in sorted(length for length in lengths if length <= steps):
             if ok[:days].all():
-                pad = paths.offset * days
-                # A credit larger than a window's spend makes its sum negative; the model
-                # forecasts spend that is never below zero, so that window scored 0.
-                spent = max(float(actual[:days].sum()), 0.0)
-                ratio = math.log((spent + pad) / (projected[days - 1] + pad))
+                pad = paths.offset * days  # days below zero are missing (_Scope.build)
+                ratio = math.log((actual[:days].sum() + pad) / (projected[days - 1] + pad))
                 total.append((origin, days, ratio, log_sd[days - 1]))
     return Calibration(
         len(used), np.array(daily).reshape(-1, 3), np.array(total).reshape(-1, 4), np.array(used)
