@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from accounts.admin_scoping import OrganizationScopedAdminMixin
 from costs.models import CostRecord, SyncJob, SyncJobProvider
@@ -32,9 +34,20 @@ class CostRecordAdmin(OrganizationScopedAdminMixin, ReadOnlyAdminMixin, admin.Mo
 class SyncJobProviderInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SyncJobProvider
     extra = 0
-    fields = ["provider", "status", "rows_read", "records_written", "date_from", "date_to",
-              "changed", "error", "started_at", "finished_at"]
+    fields = ["provider_entry", "status", "rows_read", "records_written", "date_from",
+              "date_to", "changed", "error", "started_at", "finished_at"]
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("provider")
+
+    @admin.display(description="provider")
+    def provider_entry(self, obj):
+        # A deleted provider's entry stays in the job's history, under the name it had.
+        if obj.provider is None:
+            return f"{obj.provider_name} (deleted provider #{obj.provider_pk})"
+        url = reverse("admin:providers_provider_change", args=[obj.provider_id])
+        return format_html('<a href="{}">{}</a>', url, obj.provider.name)
 
 
 @admin.register(SyncJob)

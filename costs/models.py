@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.functions import Coalesce
 
 from providers.crypto import decrypt_json, encrypt_json
 
@@ -89,7 +90,12 @@ class SyncJob(models.Model):
 
 
 class SyncJobProvider(models.Model):
-    """The result of one provider within a job."""
+    """The result of one provider within a job.
+
+    A job's history outlives its providers: deleting a provider sets ``provider`` to null
+    and the entry keeps the id, name and kind the provider had when the entry was created
+    (``provider_pk``, ``provider_name``, ``provider_kind``). Build entries with
+    ``for_provider`` (``bulk_create`` skips ``save``, which takes the snapshot otherwise)."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -99,8 +105,16 @@ class SyncJobProvider(models.Model):
 
     job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="results")
     provider = models.ForeignKey(
-        "providers.Provider", on_delete=models.CASCADE, related_name="sync_results"
+        "providers.Provider",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sync_results",
     )
+    # The provider as it was when the entry was created; kept once it is deleted.
+    provider_pk = models.PositiveBigIntegerField()
+    provider_name = models.CharField(max_length=200, blank=True, default="")
+    provider_kind = models.CharField(max_length=16, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     rows_read = models.PositiveBigIntegerField(default=0)
     records_written = models.PositiveBigIntegerField(default=0)
@@ -114,13 +128,42 @@ class SyncJobProvider(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["provider__name"]
+        # By the name shown (the provider's current one, or its last known once deleted),
+        # the same on every database (PostgreSQL and SQLite place nulls apart).
+        ordering = [Coalesce("provider__name", "provider_name"), "pk"]
         constraints = [
             models.UniqueConstraint(fields=["job", "provider"], name="syncjobprovider_unique")
         ]
 
     def __str__(self) -> str:
-        return f"{self.provider} in job #{self.job_id}: {self.status}"
+        return f"{self.display_name} in job #{self.job_id}: {self.status}"
+
+    def save(self, *args, **kwargs):
+        if self.provider_pk is None and self.provider_id is not None:
+            self.take_snapshot()
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def for_provider(cls, provider, **fields) -> SyncJobProvider:
+        """An unsaved entry of ``provider`` with its snapshot taken."""
+        entry = cls(provider=provider, **fields)
+        entry.take_snapshot()
+        return entry
+
+    def take_snapshot(self) -> None:
+        self.provider_pk = self.provider.pk
+        self.provider_name = self.provider.name
+        self.provider_kind = self.provider.kind
+
+    @property
+    def provider_deleted(self) -> bool:
+        return self.provider_id is None
+
+    @property
+    def display_name(self) -> str:
+        """The provider's name now, or the one it had when this entry was created once the
+        provider is deleted."""
+        return self.provider_name if self.provider is None else self.provider.name
 
 
 class Anomaly(models.Model):

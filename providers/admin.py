@@ -8,6 +8,7 @@ from rest_framework import serializers
 from accounts.admin_scoping import OrganizationScopedAdminMixin
 from providers.configs import validate_provider_settings
 from providers.models import Provider
+from providers.services import provider_delete
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -92,3 +93,10 @@ class ProviderAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     @admin.display(boolean=True)
     def has_credentials(self, obj):
         return obj.has_credentials
+
+    def delete_model(self, request, obj):
+        provider_delete(provider=obj)
+
+    def delete_queryset(self, request, queryset):
+        for provider in queryset:
+            provider_delete(provider=provider)

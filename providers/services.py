@@ -69,3 +69,16 @@ def provider_update(*, provider: Provider, data: dict, partial: bool = False) ->
         if field in data:
             setattr(provider, field, data[field])
     return _save(provider)
+
+
+def provider_delete(*, provider: Provider) -> None:
+    """Delete a provider with its cost records and anomalies; past sync jobs keep their
+    entries (``SyncJobProvider`` holds the provider's name). The provider's row is
+    locked first: a sync writing its records, and anomaly detection, hold that lock,
+    and a delete that ran between their writes failed on the records they had just
+    added (an IntegrityError, a 500 that left the provider in place). Now it waits for
+    them, then deletes what they wrote too."""
+    with transaction.atomic():
+        locked = Provider.objects.select_for_update().filter(pk=provider.pk).first()
+        if locked is not None:
+            locked.delete()

@@ -62,8 +62,18 @@ JobAccepted = inline_serializer(
 
 
 class SyncJobResultSerializer(serializers.Serializer):
-    provider_id = serializers.IntegerField()
-    name = serializers.CharField(source="provider.name")
+    # A deleted provider keeps its entry, its id and its name: a client that stored the id
+    # still finds its entry, two deleted providers stay apart, and the id is never null.
+    provider_id = serializers.IntegerField(
+        source="provider_pk",
+        help_text="The provider's id. Kept after the provider is deleted (then "
+        "`GET /api/v1/providers/{id}` is a 404); never null.",
+    )
+    name = serializers.CharField(
+        source="display_name",
+        help_text="The provider's current name; once the provider is deleted, the name it "
+        "had when the job was created.",
+    )
     status = serializers.CharField()
     rows_read = serializers.IntegerField()
     records_written = serializers.IntegerField()
@@ -120,7 +130,15 @@ class SyncView(APIView):
 
 
 class JobView(APIView):
-    @extend_schema(summary="A sync job with per-provider results", responses={200: SyncJobSerializer})
+    @extend_schema(
+        summary="A sync job with per-provider results",
+        description="One entry per provider of the job. A job's history survives the "
+        "deletion of its providers: a deleted provider's entry stays, with the id it had "
+        "(`provider_id` is never null) and its name, and the status and counts it ended "
+        "with; its records are deleted with it. A provider deleted before its sync finished "
+        "ends its entry `failed` with an `error` starting with `provider deleted`.",
+        responses={200: SyncJobSerializer},
+    )
     def get(self, request, job_id: int):
         job = get_object_or_404(
             SyncJob.objects.prefetch_related("results__provider"),

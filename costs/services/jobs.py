@@ -28,6 +28,9 @@ from providers.models import Provider
 logger = logging.getLogger(__name__)
 
 FINAL_RESULT = (SyncJobProvider.Status.SUCCEEDED, SyncJobProvider.Status.FAILED)
+# The error of an entry whose provider was deleted before its sync finished (its entry
+# stays in the job's history; its records, if any were written, went with it).
+PROVIDER_DELETED = "provider deleted before its sync finished"
 
 
 def _enqueue(result_ids: list[int], date_from: date | None, date_to: date | None) -> None:
@@ -61,10 +64,11 @@ def _publish(task, *args) -> bool:
 
 def _fail_results(results, message: str) -> int:
     """Fail these providers' parts of their jobs (an upload nobody will import now is
-    removed), then finish those jobs; returns how many jobs."""
+    removed), then finish those jobs; returns how many jobs. The part of a provider that
+    was deleted meanwhile says so rather than ``message``."""
     results = list(results)
     for result in results:
-        _record_failure(result, message)
+        _record_failure(result, PROVIDER_DELETED if result.provider_deleted else message)
         _discard_upload(result)
     job_ids = sorted({result.job_id for result in results})
     for job_id in job_ids:
@@ -130,7 +134,7 @@ def sync_job_request(
         date_to=date_to,
     )
     results = SyncJobProvider.objects.bulk_create(
-        SyncJobProvider(job=job, provider=p) for p in providers
+        SyncJobProvider.for_provider(p, job=job) for p in providers
     )
     result_ids = [r.id for r in results]
     transaction.on_commit(lambda: _enqueue(result_ids, date_from, date_to))
@@ -165,10 +169,17 @@ def sync_result_run(
     """Run one provider's part of a job and record its outcome on the result.
 
     ``ProviderThrottled`` propagates (the task retries) unless this is the final attempt.
-    Any other failure is recorded on the result; the other providers are unaffected."""
-    result = SyncJobProvider.objects.select_related("provider", "job").get(pk=result_id)
+    Any other failure is recorded on the result; the other providers are unaffected. A
+    provider deleted before or while it runs fails its entry with ``PROVIDER_DELETED``."""
+    result = SyncJobProvider.objects.select_related("provider", "job").filter(pk=result_id).first()
+    if result is None:  # its job was deleted (with its organization): nothing to record
+        logger.info("sync job entry %s no longer exists; nothing to run", result_id)
+        return
     if result.status in FINAL_RESULT:
         return  # a redelivered task: the work is done
+    if result.provider_deleted:
+        _fail_results([result], PROVIDER_DELETED)
+        return
     _mark_running(result)
     try:
         outcome = cost_records_sync(
@@ -183,6 +194,9 @@ def sync_result_run(
         _record_failure(result, f"{exc} (gave up after retries)")
     except ProviderError as exc:
         _record_failure(result, str(exc))
+    except Provider.DoesNotExist:
+        # Deleted mid-sync: the write found no provider row to lock (or to read back).
+        _record_failure(result, PROVIDER_DELETED)
     except SoftTimeLimitExceeded:
         _record_failure(
             result, f"the sync exceeded its time limit of {settings.SYNC_SOFT_TIME_LIMIT} s"
@@ -258,6 +272,9 @@ def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:
     of the re-synced days (new anomalies are alerted after commit). Cached forecasts key
     on the provider's data version, which the sync bumped, so they are invalid already.
 
+    A provider deleted since its sync took its records and anomalies with it: there is
+    nothing left to judge, and its entry stays as it ended.
+
     A detection failure does not undo the sync: it is rolled back to its savepoint,
     logged and recorded on the job's ``error`` and on the provider's entry, whose records
     stay written (``succeeded``). Returns how many providers' detection failed: their
@@ -265,7 +282,10 @@ def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:
     client that sees ``succeeded`` reads fresh data)."""
     from costs.services.anomalies import HISTORY_DAYS, anomalies_detect
 
-    changed = [r for r in results if r.changed and r.date_from and r.date_to]
+    changed = [
+        r for r in results
+        if r.changed and r.date_from and r.date_to and not r.provider_deleted
+    ]
     errors = []
     for result in changed:
         logger.info(

@@ -5,7 +5,7 @@ from accounts.permissions import request_org
 from providers.api.filtersets import ProviderFilterSet
 from providers.api.serializers import ProviderSerializer
 from providers.models import Provider
-from providers.services import provider_create, provider_update
+from providers.services import provider_create, provider_delete, provider_update
 
 
 @extend_schema_view(
@@ -14,7 +14,11 @@ from providers.services import provider_create, provider_update
     retrieve=extend_schema(summary="Read a provider"),
     update=extend_schema(summary="Replace a provider's settings (admin)"),
     partial_update=extend_schema(summary="Change some of a provider's settings (admin)"),
-    destroy=extend_schema(summary="Delete a provider and its cost records (admin)"),
+    destroy=extend_schema(
+        summary="Delete a provider and its cost records (admin)",
+        description="Its cost records and anomalies go with it; past sync jobs keep their "
+        "entry for it, with its id and name. A sync writing its records finishes first.",
+    ),
 )
 class ProviderViewSet(viewsets.ModelViewSet):
     # The class queryset only tells the schema generator the model; requests are always
@@ -44,3 +48,6 @@ class ProviderViewSet(viewsets.ModelViewSet):
             provider=serializer.instance, data=serializer.validated_data,
             partial=serializer.partial,
         )
+
+    def perform_destroy(self, instance):
+        provider_delete(provider=instance)

@@ -2,8 +2,11 @@
 
 import logging
 import os
+import threading
+import time
 
 import pytest
+from django.db import connection, transaction
 
 from costs.models import CostRecord
 from providers.models import Provider
@@ -436,6 +439,49 @@ def test_provider_delete_removes_it_and_its_cost_records(api, org):
     provider = ProviderFactory(organization=org)
     CostRecordFactory(provider=provider)
     response = api.delete(f"/api/v1/providers/{provider.id}")
+    assert response.status_code == 204
+    assert not Provider.objects.filter(pk=provider.pk).exists()
+    assert not CostRecord.objects.exists()
+
+
+def _someone_waits_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_provider_delete_during_a_sync_waits_for_it_and_deletes_what_it_wrote(api, org):
+    # A sync writes a provider's records holding its row lock. A delete that collected
+    # the records before the sync's last ones landed failed on them at commit (a 500,
+    # the provider left in place); it now takes the lock first and waits.
+    provider = ProviderFactory(organization=org)
+    CostRecordFactory(provider=provider)
+    locked, done = threading.Event(), threading.Event()
+
+    def sync_writing():
+        try:
+            with transaction.atomic():
+                Provider.objects.select_for_update().get(pk=provider.pk)
+                CostRecord.objects.filter(provider=provider).delete()  # replaces its days
+                locked.set()
+                deadline = time.monotonic() + 10
+                while not _someone_waits_for_a_lock() and time.monotonic() < deadline:
+                    time.sleep(0.05)  # until the DELETE is waiting on this transaction
+                CostRecordFactory(provider=provider)
+        finally:
+            connection.close()
+            done.set()
+
+    writer = threading.Thread(target=sync_writing)
+    writer.start()
+    assert locked.wait(10)
+    response = api.delete(f"/api/v1/providers/{provider.id}")
+    writer.join(10)
+    assert done.is_set()
     assert response.status_code == 204
     assert not Provider.objects.filter(pk=provider.pk).exists()
     assert not CostRecord.objects.exists()

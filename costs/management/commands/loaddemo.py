@@ -107,7 +107,7 @@ class Command(BaseCommand):
         job = SyncJob.objects.prefetch_related("results__provider").get(pk=job.pk)
         for result in job.results.all():
             self.stdout.write(
-                f"  {result.provider.name}: {result.status}, {result.rows_read} rows read, "
+                f"  {result.display_name}: {result.status}, {result.rows_read} rows read, "
                 f"{result.records_written} records {result.error}"
             )
 
