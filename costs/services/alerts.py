@@ -25,6 +25,7 @@ import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from requests.adapters import HTTPAdapter
 from urllib3.util import parse_url
 
 from costs.models import AlertWebhook, Anomaly, WebhookDelivery
@@ -38,6 +39,8 @@ SEVERITY_RANK = {value: rank for rank, value in enumerate(Anomaly.Severity.value
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 10
 RETRY_STATUSES = {408, 429} | set(range(500, 600))
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class DeliveryRetryable(Exception):
@@ -105,51 +108,104 @@ def _send(delivery_ids: list[int]) -> None:
         deliver_webhook.delay(delivery_id)
 
 
+class DestinationRefused(Exception):
+    """A webhook URL we do not send to; the message says why."""
+
+
 def destination_problem(url: str, *, resolve: bool = True) -> str | None:
     """Why an alert may not be sent to ``url``, or None. A webhook is a URL a tenant
     chooses and our worker POSTs to: pointed at loopback, a private network or the cloud
     metadata address (169.254.169.254), it would reach our own services, and the delivery
     log would tell what answered. Unless ``INFRAAUDIT_WEBHOOK_ALLOW_INTERNAL`` is on (a
     receiver on the operator's own network), the host must be a public address, by itself
-    or by what it resolves to now. A name that does not resolve is left to fail on its own."""
+    or by what it resolves to now. A name that does not resolve is left to fail on its own.
+    A send resolves the name once more, checks those addresses and connects to the first
+    of them only (``_post``)."""
+    try:
+        _checked_addresses(url, resolve=resolve and not settings.WEBHOOK_ALLOW_INTERNAL)
+    except DestinationRefused as exc:
+        return str(exc)
+    except (OSError, ValueError):
+        pass  # does not resolve
+    return None
+
+
+def _checked_addresses(url: str, *, resolve: bool = True) -> list[IPAddress]:
+    """The addresses the host of ``url`` stands for now (itself when it is one; nothing
+    for a name when not ``resolve``), every one of them allowed. Raises
+    ``DestinationRefused``, or ``OSError``/``ValueError`` when the name does not resolve."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be an http(s) URL with a host"
+        raise DestinationRefused("must be an http(s) URL with a host")
     if "\\" in url or "@" in parts.netloc:
         # Parsers disagree on these: http://127.0.0.1\@8.8.8.8/ is host 8.8.8.8 to
         # urlsplit and 127.0.0.1 to urllib3, which sends the request.
-        return "must not hold a user name or a backslash"
+        raise DestinationRefused("must not hold a user name or a backslash")
     if (parse_url(url).host or "").strip("[]").lower() != parts.hostname.lower():
-        return "has a host that URL parsers read differently"
-    if settings.WEBHOOK_ALLOW_INTERNAL:
-        return None
+        raise DestinationRefused("has a host that URL parsers read differently")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise DestinationRefused("has an invalid port") from None
     host = parts.hostname
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"{host} is an internal address"
+    allow_internal = settings.WEBHOOK_ALLOW_INTERNAL
+    if not allow_internal and (host == "localhost" or host.endswith(".localhost")):
+        raise DestinationRefused(f"{host} is an internal address")
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
         if not resolve:
-            return None
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-        except (OSError, ValueError):
-            return None
+            return []
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    for address in addresses:
+    # ::ffff:127.0.0.1 is 127.0.0.1 to a dual-stack socket.
+    addresses = [getattr(a, "ipv4_mapped", None) or a for a in addresses]
+    for address in [] if allow_internal else addresses:
         if not address.is_global or address.is_multicast:
-            return f"{host} is an internal address ({address})"
-    return None
+            raise DestinationRefused(f"{host} is an internal address ({address})")
+    return addresses
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to ``address`` whatever the URL's name resolves to by then (DNS
+    rebinding: a name may answer a public address to our check and 127.0.0.1 to the
+    connection). TLS still sends the name (SNI) and verifies the certificate for it."""
+
+    def __init__(self, address: str):
+        super().__init__()
+        self.address = address
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        name = host_params["host"].rstrip(".")
+        host_params["host"] = self.address
+        if host_params["scheme"] == "https":
+            pool_kwargs.update(server_hostname=name, assert_hostname=name)
+        return host_params, pool_kwargs
+
+    def send(self, request, **kwargs):
+        # A proxy would resolve the name again itself.
+        return super().send(request, **{**kwargs, "proxies": None})
 
 
 def _post(url: str, body: bytes, headers: dict) -> requests.Response:
-    """The network edge (tests stub it with ``responses``). No redirects: the signed body
-    goes only where it was configured to go."""
-    return requests.post(
-        url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-        allow_redirects=False,
-    )
+    """The network edge (tests stub the transport with ``responses``). The host is
+    resolved once, every address checked (``DestinationRefused``), and the connection
+    made to the first one only, with the URL's name as Host. No redirects: the signed
+    body goes only where it was configured to go."""
+    parts = urlsplit(url)
+    try:
+        address = _checked_addresses(url)[0]
+    except (OSError, ValueError, IndexError) as exc:
+        raise requests.ConnectionError(f"cannot resolve {parts.hostname}") from exc
+    with requests.Session() as session:
+        session.mount(f"{parts.scheme}://", _PinnedAdapter(str(address)))
+        return session.post(
+            url, data=body, headers={**headers, "Host": parts.netloc},
+            timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), allow_redirects=False,
+        )
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -206,13 +262,12 @@ def _attempt(delivery: WebhookDelivery, webhook: AlertWebhook) -> DeliveryRetrya
         "X-InfraAudit-Delivery": str(delivery.id),
         SIGNATURE_HEADER: signature(webhook.secret, body),
     }
-    problem = destination_problem(webhook.url)
-    if problem:  # checked again at every send: a name may resolve elsewhere by now
-        delivery.status = WebhookDelivery.Status.FAILED
-        delivery.error = f"refused: {problem}"[:500]
-        return None
     try:
         response = _post(webhook.url, body, headers)
+    except DestinationRefused as exc:  # checked at every send: a name may resolve elsewhere
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.error = f"refused: {exc}"[:500]
+        return None
     except (requests.ConnectionError, requests.Timeout) as exc:
         delivery.status = WebhookDelivery.Status.RETRYING
         delivery.response_code = None

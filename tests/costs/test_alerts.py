@@ -1,6 +1,8 @@
 import hashlib
 import hmac
 import json
+import socket
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,6 +19,33 @@ from tests.factories import AnomalyFactory, ProviderFactory
 
 HOOK = "https://hooks.example.com/infraaudit"
 SECRET = "s3cret-signing-key-for-tests"
+PUBLIC = "93.184.215.14"  # a global address; no test ever connects to it
+
+
+def fake_dns(monkeypatch, answers: dict[str, list[str] | Callable[[], list[str]]]) -> None:
+    """Resolve the names of ``answers`` without DNS (a callable gives the answer of each
+    lookup in turn); any other host resolves as usual."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        answer = answers[host]
+        addresses = answer() if callable(answer) else answer
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (a, port, 0, 0))
+            if ":" in a
+            else (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (a, port))
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def hooks_dns(monkeypatch):
+    """hooks.example.com is a public receiver (every send resolves and checks it)."""
+    fake_dns(monkeypatch, {"hooks.example.com": [PUBLIC]})
 
 
 @pytest.fixture
@@ -52,6 +81,7 @@ def test_alert_is_signed_with_hmac_sha256_of_the_body(webhook, anomaly, django_c
     assert sent.headers["X-InfraAudit-Event"] == "cost.anomaly"
     assert sent.headers["X-InfraAudit-Delivery"] == str(delivery_id)
     assert sent.headers["Content-Type"] == "application/json"
+    assert sent.headers["Host"] == "hooks.example.com"
     body = json.loads(sent.body)
     assert body == {
         "event": "cost.anomaly", "anomaly_id": anomaly.id, "provider_id": anomaly.provider_id,
@@ -156,7 +186,6 @@ def test_detection_alerts_new_anomalies_once(webhook, org, django_capture_on_com
     assert anomalies.count() == 2  # the total and EC2
     assert WebhookDelivery.objects.filter(anomaly__in=anomalies).count() == 2
     assert len(responses.calls) == 2
-
 
 
 @pytest.mark.django_db
