@@ -29,6 +29,20 @@ cannot drag the baseline upward: a spike is one sample among many, never the med
 * **Minimum history**: a day is judged only when its series has ``MIN_HISTORY_DAYS``
   (119 days, 17 weeks) of data before it — the 112-day noise window plus a week; days
   inside the provider's synced coverage without records count as zero spend.
+* **Days never synced** (outside the provider's coverage and without records: a gap
+  between sync windows, the days after the last sync) are missing (NaN), not zero: read
+  as zero spend, a gap made the first days after it look anomalous (a baseline of
+  zeros) and its zeros counted in the noise scale. Every statistic above is taken over
+  the days present: a week's centred level only over a whole week (the weekday effect
+  is relative to its own week), the weekday effect over at least ``MIN_WEEKS_PRESENT``
+  of its 8 samples, the level now over at least ``MIN_WEEK_PRESENT`` of the last 7 days,
+  the noise scale over the differences present (10% of them trimmed at each end, at
+  least half the window), a recurring charge's neighbours over at least
+  ``MIN_NEIGHBOURS_PRESENT`` of 4, the material-spend mean over the days present. A day
+  short of those, or missing itself, is not judged: after a gap of up to three weeks
+  days are judged again from the fifth day after it, after four to seven weeks from
+  about the 36th, after a longer one from about the 64th (the noise scale is learnt
+  again). Without missing days every statistic is exactly the plain one.
 
 Dips are never anomalies: a day is anomalous only when ``actual > upper``, and it is
 recorded only when its impact (``actual - expected``) and deviation percent reach the
@@ -60,6 +74,10 @@ RECURRING_TOLERANCE = 0.10
 MATERIAL_DAYS = 56
 MATERIAL_SHARE = 0.01
 TOP_SERVICES = 5
+# Days present that a statistic needs where the rest of its window was never synced.
+MIN_WEEK_PRESENT = 4  # of the last 7 days, for the level now
+MIN_WEEKS_PRESENT = 4  # of the 8 same weekdays, for the weekday effect
+MIN_NEIGHBOURS_PRESENT = 2  # of the 4 same-weekday neighbours of a recurring charge
 # Days read before the detection window: the minimum history (119), which also covers
 # three months back for recurring charges (~92) and those days' neighbours.
 HISTORY_DAYS = MIN_HISTORY_DAYS + 7
@@ -77,7 +95,7 @@ _EPS_MIN = 0.01
 @dataclass(frozen=True)
 class Bands:
     """Per-day expectation of each series (shape ``(series, days)``); NaN where the day
-    could not be judged (not enough history)."""
+    could not be judged (not enough history, or the day itself missing)."""
 
     expected: np.ndarray
     lower: np.ndarray
@@ -120,8 +138,9 @@ def expected_range(
     """Expected value and band of every day of one or many daily series.
 
     ``values``: shape ``(days,)`` or ``(series, days)``, consecutive days from ``start``
-    (zero for a day without spend). Only days before ``t`` shape the range of day ``t``.
-    Vectorised over series and days; no Python loop over either."""
+    (zero for a day without spend, NaN for a day never synced). Only days before ``t``
+    shape the range of day ``t``. Vectorised over series and days; no Python loop over
+    either."""
     x = np.atleast_2d(np.asarray(values, dtype=float))
     m, n = x.shape
     nan = np.full((m, n), np.nan)
@@ -138,15 +157,17 @@ def expected_range(
     t = np.arange(MIN_HISTORY_DAYS, n)  # the days that can be judged
     # Level: median of a whole week (centred for the past, the last 7 days for now).
     level = np.full((m, n), np.nan)
-    level[:, 3 : n - 3] = np.median(sliding_window_view(y, 7, axis=1), axis=2)
+    level[:, 3 : n - 3] = _median(sliding_window_view(y, 7, axis=1), min_present=7)
     weekday_effect = y - level
     # The weekday effect of day u: the median of the previous 8 same weekdays' effects.
     season = np.full((m, n), np.nan)
     u = np.arange(7 * WEEKS + 3, n)
-    season[:, u] = np.median(weekday_effect[:, u[:, None] - 7 * np.arange(1, WEEKS + 1)], axis=2)
+    season[:, u] = _median(
+        weekday_effect[:, u[:, None] - 7 * np.arange(1, WEEKS + 1)], min_present=MIN_WEEKS_PRESENT
+    )
     # The level now: median of the last 7 days without their weekday effects, so a dip
     # or a spike is one sample of seven equals (not a weekday among weekends).
-    now = np.median(sliding_window_view(y - season, 7, axis=1)[:, t - 7], axis=2)
+    now = _median(sliding_window_view(y - season, 7, axis=1)[:, t - 7], min_present=MIN_WEEK_PRESENT)
     base_log = now + season[:, t]
 
     sigma = _noise_scale(y, t) * PREDICTION_INFLATION
@@ -160,19 +181,54 @@ def expected_range(
     expected[:, t] = np.maximum(base, 0.0) + extra
     lower[:, t] = base_lower + extra_lo
     upper[:, t] = base_upper + extra_hi
+    missing = np.isnan(x)
+    if missing.any():  # a day that was never synced is not judged
+        for band in (expected, lower, upper):
+            band[missing] = np.nan
     return Bands(expected, lower, upper)
+
+
+def _median(windows: np.ndarray, *, min_present: int) -> np.ndarray:
+    """Median over the last axis of the values present (NaN: a day never synced); NaN
+    where fewer than ``min_present`` are. Without NaN, exactly ``np.median``."""
+    if not np.isnan(windows).any():
+        return np.median(windows, axis=-1)
+    ordered = np.sort(windows, axis=-1)  # NaN last
+    present = np.count_nonzero(~np.isnan(ordered), axis=-1)
+    low = np.take_along_axis(ordered, (np.maximum(present, 1) - 1)[..., None] // 2, axis=-1)
+    high = np.take_along_axis(ordered, (present // 2)[..., None], axis=-1)
+    return np.where(present >= min_present, (low[..., 0] + high[..., 0]) / 2, np.nan)
 
 
 def _noise_scale(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Robust day-to-day noise (log space) before each day ``t``: the 10%-trimmed standard
     deviation of week-over-week differences over the previous ``SCALE_DAYS`` days (each
-    spike appears in two differences; the trimming drops up to 8 at each end)."""
+    spike appears in two differences; the trimming drops up to 8 at each end). A
+    difference with a missing day is left out; NaN with under half the window left."""
     diffs = y[:, 7:] - y[:, :-7]  # diffs[u-7] = y[u] - y[u-7]
     windows = np.sort(sliding_window_view(diffs, SCALE_DAYS, axis=1)[:, t - 7 - SCALE_DAYS], axis=2)
-    cut = int(SCALE_DAYS * _TRIM)
-    central = windows[..., cut : SCALE_DAYS - cut]
-    spread = central.std(axis=2) / _TRIMMED_STD
+    if np.isnan(diffs).any():
+        spread = _trimmed_spread_of_present(windows)
+    else:
+        cut = int(SCALE_DAYS * _TRIM)
+        central = windows[..., cut : SCALE_DAYS - cut]
+        spread = central.std(axis=2) / _TRIMMED_STD
     return np.maximum(spread / np.sqrt(2.0), SIGMA_FLOOR)
+
+
+def _trimmed_spread_of_present(ordered: np.ndarray) -> np.ndarray:
+    """``_noise_scale``'s trimmed spread of sorted windows (NaN last) over the values
+    present, 10% of them trimmed at each end."""
+    present = np.count_nonzero(~np.isnan(ordered), axis=-1)[..., None]
+    cut = (present * _TRIM).astype(np.int64)
+    rank = np.arange(ordered.shape[-1])
+    central = (rank >= cut) & (rank < present - cut)
+    kept = central.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(central, ordered, 0.0).sum(axis=-1) / kept
+        deviation = np.where(central, ordered - mean[..., None], 0.0)
+        spread = np.sqrt((deviation**2).sum(axis=-1) / kept) / _TRIMMED_STD
+    return np.where(present[..., 0] >= SCALE_DAYS // 2, spread, np.nan)
 
 
 def _recurring(x, y, eps, start: date, t: np.ndarray, half: np.ndarray):
@@ -183,7 +239,7 @@ def _recurring(x, y, eps, start: date, t: np.ndarray, half: np.ndarray):
     u = np.arange(14, n - 14)
     if len(u):
         neighbours = y[:, u[:, None] + np.array([-14, -7, 7, 14])]
-        local[:, u] = np.exp(np.median(neighbours, axis=2)) - eps
+        local[:, u] = np.exp(_median(neighbours, min_present=MIN_NEIGHBOURS_PRESENT)) - eps
     excess = x - local
     # A month's last day may carry a charge billed at month end, or one billed on the
     # 28th-30th (which lands on a shorter month's last day): each reading is tried, and
@@ -225,19 +281,32 @@ def _recurring_by(excess, local, half, idx):
 
 def material_mask(services: np.ndarray, total: np.ndarray, *, min_daily: float) -> np.ndarray:
     """``mask[s, t]``: service ``s`` had material spend before day ``t`` (mean daily spend
-    over the previous ``MATERIAL_DAYS`` days at least ``min_daily`` and at least
-    ``MATERIAL_SHARE`` of the provider's mean daily total)."""
+    over the days present among the previous ``MATERIAL_DAYS`` at least ``min_daily`` and
+    at least ``MATERIAL_SHARE`` of the provider's mean daily total)."""
     services = np.atleast_2d(np.asarray(services, dtype=float))
     m, n = services.shape
     mask = np.zeros((m, n), dtype=bool)
     if n <= MATERIAL_DAYS:
         return mask
-    cumulative = np.concatenate([np.zeros((m, 1)), np.cumsum(services, axis=1)], axis=1)
-    mean = (cumulative[:, MATERIAL_DAYS:-1] - cumulative[:, : n - MATERIAL_DAYS]) / MATERIAL_DAYS
-    total_cum = np.concatenate([[0.0], np.cumsum(np.asarray(total, dtype=float))])
-    total_mean = (total_cum[MATERIAL_DAYS:-1] - total_cum[: n - MATERIAL_DAYS]) / MATERIAL_DAYS
-    mask[:, MATERIAL_DAYS:] = (mean >= min_daily) & (mean >= MATERIAL_SHARE * total_mean[None, :])
+    mean = _trailing_mean(services)
+    total_mean = _trailing_mean(np.atleast_2d(np.asarray(total, dtype=float)))
+    with np.errstate(invalid="ignore"):
+        mask[:, MATERIAL_DAYS:] = (mean >= min_daily) & (mean >= MATERIAL_SHARE * total_mean)
     return mask
+
+
+def _trailing_mean(x: np.ndarray) -> np.ndarray:
+    """Mean of the days present (not NaN) among the ``MATERIAL_DAYS`` before each day from
+    the ``MATERIAL_DAYS``-th (NaN when none is)."""
+    present = ~np.isnan(x)
+    zero = np.zeros((x.shape[0], 1))
+    cumulative = np.concatenate([zero, np.cumsum(np.where(present, x, 0.0), axis=1)], axis=1)
+    counts = np.concatenate([zero, np.cumsum(present, axis=1)], axis=1)
+    n = x.shape[1]
+    with np.errstate(invalid="ignore"):
+        return (cumulative[:, MATERIAL_DAYS:-1] - cumulative[:, : n - MATERIAL_DAYS]) / (
+            counts[:, MATERIAL_DAYS:-1] - counts[:, : n - MATERIAL_DAYS]
+        )
 
 
 SEVERITIES = ("low", "medium", "high", "critical")

@@ -72,7 +72,8 @@ def policy_thresholds(organization) -> Thresholds:
 @dataclass(frozen=True)
 class ProviderSeries:
     """A provider's daily spend in its main currency, one array per service, from
-    ``start`` (consecutive days; zero where the provider had no records)."""
+    ``start`` (consecutive days; zero where the provider synced a day without records,
+    NaN on a day it never synced)."""
 
     start: date
     currency: str
@@ -91,7 +92,10 @@ def provider_series(*, provider, start: date, end: date) -> ProviderSeries | Non
     """Daily totals of ``provider`` from ``HISTORY_DAYS`` before ``start`` to ``end``.
 
     Amounts in other currencies than the provider's main one (largest spend) are left
-    out: amounts in different currencies are never added."""
+    out: amounts in different currencies are never added. A day without records is zero
+    spend inside the provider's synced coverage and missing (NaN) outside it: nothing
+    synced it (a gap between two sync windows that did not touch, the days after the
+    last sync), so nothing says it was free."""
     from costs.selectors import provider_service_daily_totals
 
     history_start = start - timedelta(days=HISTORY_DAYS)
@@ -119,7 +123,24 @@ def provider_series(*, provider, start: date, end: date) -> ProviderSeries | Non
     total = np.zeros(n)
     for values in services.values():
         total += values
+    unsynced = ~_known_days(provider, first, n, rows)
+    for values in (total, *services.values()):
+        values[unsynced] = np.nan
     return ProviderSeries(first, currency, total, services, exact)
+
+
+def _known_days(provider, first: date, n: int, rows) -> np.ndarray:
+    """Which of the ``n`` days from ``first`` the provider knows: those inside its synced
+    coverage and those it has records for (in any currency)."""
+    known = np.zeros(n, dtype=bool)
+    if provider.coverage_start and provider.coverage_end:
+        lo = max((provider.coverage_start - first).days, 0)
+        hi = min((provider.coverage_end - first).days + 1, n)
+        known[lo:hi] = True
+    for day, *_ in rows:
+        if 0 <= (day - first).days < n:
+            known[(day - first).days] = True
+    return known
 
 
 @dataclass
@@ -188,9 +209,10 @@ def anomalies_detect(
     if start > end:
         return result
     with transaction.atomic():
-        # One detection per provider at a time (a sync and the admin may race).
-        Provider.objects.select_for_update().filter(pk=provider.pk).first()
-        series = provider_series(provider=provider, start=start, end=end)
+        # One detection per provider at a time (a sync and the admin may race); the row
+        # read under the lock has the coverage the last sync committed.
+        locked = Provider.objects.select_for_update().filter(pk=provider.pk).first()
+        series = provider_series(provider=locked or provider, start=start, end=end)
         thresholds = policy_thresholds(provider.organization)
         findings: list[Finding] = []
         if series is not None:
@@ -301,7 +323,7 @@ def anomaly_chart_series(
     *, anomaly, days_before: int = 35, days_after: int = 14, today: date | None = None
 ) -> list[ChartPoint]:
     """The anomaly's series (provider total or service) around its day, with the expected
-    band as the detector sees it today."""
+    band as the detector sees it today. Days the provider never synced are left out."""
     from costs.selectors import utc_today
 
     today = today or utc_today()
@@ -312,7 +334,7 @@ def anomaly_chart_series(
         return []
     values = series.total if not anomaly.service else series.services.get(anomaly.service)
     if values is None:
-        values = np.zeros_like(series.total)
+        values = np.where(np.isnan(series.total), np.nan, 0.0)
     thresholds = policy_thresholds(anomaly.organization)
     bands = expected_range(values, series.start, sensitivity=thresholds.sensitivity)
 
@@ -322,6 +344,8 @@ def anomaly_chart_series(
 
     points = []
     for i in range(max(series.index(first), 0), series.index(last) + 1):
+        if np.isnan(values[i]):
+            continue
         points.append(
             ChartPoint(
                 day=series.day(i), actual=float(values[i]), expected=_opt(bands.expected, i),
