@@ -362,6 +362,44 @@ def test_forecast_series_never_goes_below_zero_on_a_decline():
     assert result.total_low >= 0
 
 
+def _steady_with_one_big_day(days_back: int, amount: float = 20_000.0) -> pd.Series:
+    """400 days of about $100 (weekdays 10% more, 5% noise) and one big day."""
+    rng = np.random.default_rng(1)
+    days = pd.date_range("2025-01-01", periods=400)
+    values = 100 * np.exp(rng.normal(0, 0.05, 400)) * (1 + 0.1 * (days.day_of_week < 5))
+    values[400 - days_back] += amount
+    return pd.Series(values, index=days)
+
+
+def test_forecast_backtest_fit_started_from_a_fit_of_another_scale_is_the_cold_fit():
+    # Prophet fits in units of the largest |log(y + c)|. The forecast's fit, whose history
+    # holds a $20,000 day, has twice the scale of a backtest's fit without it: its
+    # parameters, taken as they are as the backtest's start, sent the capped fit to a
+    # forecast of 1e45 (every calibration score 3.6-10.5, a 30-day high of 1e10).
+    scope = forecast_model._Scope.build(_steady_with_one_big_day(11), None)
+    rng = np.random.default_rng(0)
+    _, _, whole, _ = forecast_model._fit_once(scope, 400, 30, rng)
+    until = 400 - 14
+    _, _, warm, _ = forecast_model._fit_once(
+        scope, until, 30, np.random.default_rng(0), whole.params,
+        forecast_model.CALIBRATION_FIT_ARGS, whole.yearly,
+    )
+    _, _, cold, _ = forecast_model._fit_once(scope, until, 30, np.random.default_rng(0))
+    assert whole.params["y_scale"] > 1.8 * warm.params["y_scale"]
+    assert np.allclose(warm.center, cold.center, rtol=0.01)
+
+
+def test_forecast_after_one_huge_day_keeps_its_interval_finite_and_its_days_tight():
+    calm = forecast_series(_steady_with_one_big_day(11, amount=0.0), horizon=30)
+    spiked = forecast_series(_steady_with_one_big_day(11), horizon=30)
+    # The day itself happened: windows that held it missed by up to 7x, so the total's
+    # interval may hold another such day, but not 1e10 (3,416 in 0-9,978,032,951 before).
+    assert spiked.total_high < 20 * spiked.total
+    # Daily bands: the one day's residual no longer widens every simulated day.
+    calm_width = np.median(calm.upper - calm.lower)
+    assert np.median(spiked.upper - spiked.lower) < 2 * calm_width
+
+
 def test_forecast_total_spread_recovers_scale_and_level_error():
     # Backtest totals that miss by a level error of sd 0.04 shared by each origin's
     # totals, plus noise of sd 1.5 s per total: the fit finds both parts.

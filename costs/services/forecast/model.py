@@ -66,6 +66,16 @@ TRAIN_WINDOW_DAYS = 3 * 365
 YEARLY_MIN_DAYS = 730  # two years of days (first to last inclusive)
 SIMULATIONS = 300
 BLOCK_DAYS = 7
+# The bootstrapped residuals are held within this many robust sds (IQR / 1.349) of their
+# median. One $20,000 day in a year of $100 days is one residual of about 100 sds: drawn into
+# 8% of the 30-day paths, it made each simulated day's spread 5x and a 30-day total's
+# 48x and, scaled by a kappa fitted on backtests whose training did not hold it, the
+# 30-day 80% high 150x the forecast; the backtests had scored what such days really do
+# to totals already. Clipped,
+# the simulated spread is the usual day-to-day noise; what one-off days do to a total
+# comes from the calibration. Chosen on tuning data (docs/benchmarks.md, "One-off days
+# in the simulated paths, session 10").
+RESIDUAL_CLIP = 6.0
 RESIDUAL_WINDOW_DAYS = 365
 # Origins of the calibration backtests, in days before the last complete day ("leads"):
 # ``CALIBRATION_ORIGINS`` of them on a geometric grid from ``CALIBRATION_FIRST_LEAD`` to
@@ -241,6 +251,7 @@ def _usage_paths(
     center = np.clip(np.exp(center_log) - offset, 0, None)
     params = {name: np.ravel(model.params[name]) for name in ("k", "m", "sigma_obs", "delta", "beta")}
     params = {name: (float(v[0]) if name in ("k", "m", "sigma_obs") else v) for name, v in params.items()}
+    params.update(y_scale=float(model.y_scale), t_days=model.t_scale / pd.Timedelta(days=1))
     return _UsagePaths(center, paths, deviations.std(axis=0), offset, params, yearly)
 
 
@@ -262,10 +273,31 @@ def _fit_prophet(
     with warnings.catch_warnings():
         # Prophet's own pandas deprecations are not ours to act on.
         warnings.filterwarnings("ignore", module="prophet")
-        model.fit(frame, **({"init": init} if init else {}), **(fit_args or {}))
+        model.fit(frame, **({"init": _rescaled(init, frame)} if init else {}), **(fit_args or {}))
         fitted = model.predict(pd.concat([recent[["ds"]], future], ignore_index=True))
     FIT_COUNTER["fits"] += 1
     return model, fitted
+
+
+def _rescaled(init: dict, frame: pd.DataFrame) -> dict:
+    """Another fit's parameters as a start for a fit to ``frame``. Prophet fits in scaled
+    units: y divided by its largest absolute value, time by the span of the history. A
+    start taken as it is means another function wherever the two scales differ, and a
+    one-off day that sets the scale of one fit and not of the next (a $20,000 day in
+    $100 days doubles log(y)'s largest value) sent capped L-BFGS fits to a slope of 7
+    and a forecast of 1e45, scored as calibration misses (docs/benchmarks.md, "Warm
+    starts in the fit's own units, session 10"). So the start is converted: the same
+    trend, seasonality and noise in dollars and days."""
+    y_scale = float(frame["y"].abs().max()) or 1.0  # Prophet's absmax scaling
+    days = (frame["ds"].iloc[-1] - frame["ds"].iloc[0]) / pd.Timedelta(days=1) or 1.0
+    y, slope = init["y_scale"] / y_scale, init["y_scale"] / y_scale * days / init["t_days"]
+    return {
+        "k": init["k"] * slope,
+        "m": init["m"] * y,
+        "delta": init["delta"] * slope,
+        "beta": init["beta"] * y,
+        "sigma_obs": init["sigma_obs"] * y,
+    }
 
 
 def _stan_arrays(init: dict, data: dict) -> tuple[dict, dict]:
@@ -302,8 +334,13 @@ def _block_bootstrap(
     residuals: np.ndarray, samples: int, horizon: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Paths of residuals made of consecutive blocks of the observed ones (keeps their
-    autocorrelation: a bad week stays a bad week). Centred so they add no bias."""
+    autocorrelation: a bad week stays a bad week). Centred so they add no bias, and held
+    within ``RESIDUAL_CLIP`` robust sds: see there."""
     residuals = residuals - np.median(residuals)
+    high, low = np.percentile(residuals, [75, 25])
+    bound = RESIDUAL_CLIP * (high - low) / 1.3489795  # robust sds (IQR / 1.349)
+    if bound > 0:
+        residuals = np.clip(residuals, -bound, bound)
     n = residuals.size
     block = min(BLOCK_DAYS, n)
     blocks = math.ceil(horizon / block)
