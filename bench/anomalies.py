@@ -16,6 +16,10 @@ thresholds. Scoring is per event:
   provider-total spike are ignored that day (the total is what is scored);
 * every other flag is a false positive.
 
+"sync gaps" (days a provider never synced, NaN) is scored by the same rules and printed
+after "all", outside it: "all" stays comparable with earlier runs, whose series were all
+fully synced, and a spike the detector cannot judge yet after a long gap is a miss.
+
 Then the speed run: the pure detector over N service series of 400 days.
 """
 
@@ -56,6 +60,10 @@ TOTAL_SHARE = 0.30
 SERVICE_SPIKES = (1.5, 2.0, 3.0, 5.0)
 TOTAL_SPIKES = (1.3, 1.5, 2.0, 3.0)
 SHIFTS = (1.5, 2.0, 3.0)
+GAP_LENGTHS = (5, 20, 60)
+GAP_SPIKE = 3.0
+GAP_SPIKE_AFTER = (7, 14)  # the spike falls on one of these days after the gap (1 = the first)
+GAP_JUDGED_AFTER = 100  # days after a gap left in the series (a 60-day gap: judged from ~64)
 TOTAL = ""
 
 
@@ -239,6 +247,51 @@ def scenario_noisy_small(seed: int) -> Scenario:
     return _generate(seed, providers)
 
 
+def scenario_sync_gaps(seed: int) -> Scenario:
+    """Days a provider never synced: every provider at a steady level (no growth), twice,
+    each copy with its own gap of 5, 20 or 60 days (by provider and seed) in all of its
+    series, NaN as ``provider_series`` makes them. One copy has nothing else; the other a
+    3x spike on one of its usage services 7 to 14 days after the gap. Any other flag (the
+    days after the gap, a charge on the 1st whose earlier months fell in the gap) is a
+    false positive."""
+    steady = _generate(seed, _with_services(lambda _p, spec: replace(spec, growth_per_year=0.0)))
+    rng = random.Random(seed * 32452843)
+    scenario = Scenario(start=steady.start, series={})
+    usage = _usage_services(steady)
+    for number, (provider, services) in enumerate(sorted(steady.series.items())):
+        length = GAP_LENGTHS[(number + seed) % len(GAP_LENGTHS)]
+        for spiked in (False, True):
+            name = f"{provider}, {length}-day gap{' + spike' if spiked else ''}"
+            series = {key: values.copy() for key, values in services.items()}
+            first = rng.randrange(MIN_HISTORY_DAYS + 14, DAYS - length - GAP_JUDGED_AFTER)
+            for values in series.values():
+                values[first : first + length] = np.nan
+            scenario.series[name] = series
+            if spiked:
+                service = rng.choice([s for p, s in usage if p == provider])
+                day = first + length - 1 + rng.randint(*GAP_SPIKE_AFTER)
+                extra = series[service][day] * (GAP_SPIKE - 1)
+                series[service][day] += extra
+                series[TOTAL][day] += extra
+                scenario.events.append((name, service, day, day))
+                _label_total(scenario, name, day, day, extra)
+    return scenario
+
+
+def _gap_length_subsets(scenario: Scenario) -> dict[int, Scenario]:
+    """``scenario_sync_gaps``'s providers grouped by the length of their gap."""
+    subsets: dict[int, Scenario] = {}
+    for length in GAP_LENGTHS:
+        names = {name for name in scenario.series if f", {length}-day gap" in name}
+        subsets[length] = Scenario(
+            start=scenario.start,
+            series={name: scenario.series[name] for name in names},
+            events=[e for e in scenario.events if e[0] in names],
+            ignored={i for i in scenario.ignored if i[0] in names},
+        )
+    return subsets
+
+
 SCENARIOS = {
     "service spikes": scenario_service_spikes,
     "provider-total spikes": scenario_total_spikes,
@@ -248,6 +301,7 @@ SCENARIOS = {
     "growth": scenario_growth,
     "noisy small services": scenario_noisy_small,
 }
+GAP_SCENARIO = "sync gaps"
 
 
 @dataclass
@@ -277,7 +331,9 @@ def score(scenario: Scenario, thresholds: Thresholds) -> Score:
             thresholds=thresholds,
         )
         result.series += len(services)
-        result.days_judged += len(services) * (DAYS - MIN_HISTORY_DAYS)
+        result.days_judged += sum(
+            int(np.count_nonzero(~np.isnan(values[MIN_HISTORY_DAYS:]))) for values in services.values()
+        )
         for finding in findings:
             key = (provider, finding.service, finding.index)
             flagged.add(key)
@@ -302,8 +358,24 @@ def _ratio(a: int, b: int) -> str:
     return f"{a / b:.3f}" if b else "—"
 
 
+def _add(total: Score, part: Score) -> None:
+    for attr in vars(total):
+        setattr(total, attr, getattr(total, attr) + getattr(part, attr))
+
+
+def _row(name: str, total: Score) -> str:
+    return (
+        f"| {name:<22} | {total.series:>6} | {total.events:>6} | {total.found:>5} | "
+        f"{total.flags:>5} | {total.false_positives:>2} | "
+        f"{_ratio(total.true_flags, total.flags):>9} | {_ratio(total.found, total.events):>6} |"
+    )
+
+
 def run_quality(seeds: list[int], thresholds: Thresholds) -> tuple[float, float]:
-    print(f"Quality: {len(SCENARIOS)} scenario types x seeds {seeds}, {DAYS} days each\n")
+    print(
+        f"Quality: {len(SCENARIOS)} scenario types x seeds {seeds}, {DAYS} days each "
+        f"(and {GAP_SCENARIO}, outside all)\n"
+    )
     header = f"| {'scenario':<22} | series | events | found | flags | FP | precision | recall |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -311,23 +383,30 @@ def run_quality(seeds: list[int], thresholds: Thresholds) -> tuple[float, float]
     for name, build in SCENARIOS.items():
         total = Score()
         for seed in seeds:
-            s = score(build(seed), thresholds)
-            for attr in vars(total):
-                setattr(total, attr, getattr(total, attr) + getattr(s, attr))
-        for attr in vars(overall):
-            setattr(overall, attr, getattr(overall, attr) + getattr(total, attr))
-        print(
-            f"| {name:<22} | {total.series:>6} | {total.events:>6} | {total.found:>5} | "
-            f"{total.flags:>5} | {total.false_positives:>2} | "
-            f"{_ratio(total.true_flags, total.flags):>9} | {_ratio(total.found, total.events):>6} |"
-        )
+            _add(total, score(build(seed), thresholds))
+        _add(overall, total)
+        print(_row(name, total))
     precision = overall.true_flags / overall.flags if overall.flags else 1.0
     recall = overall.found / overall.events if overall.events else 1.0
     print(
         f"| {'all':<22} | {overall.series:>6} | {overall.events:>6} | {overall.found:>5} | "
         f"{overall.flags:>5} | {overall.false_positives:>2} | {precision:>9.3f} | {recall:>6.3f} |"
     )
-    print(f"\n{overall.days_judged:,} series-days judged.")
+    gaps, by_length = Score(), {length: Score() for length in GAP_LENGTHS}
+    for seed in seeds:
+        for length, subset in _gap_length_subsets(scenario_sync_gaps(seed)).items():
+            part = score(subset, thresholds)
+            _add(by_length[length], part)
+            _add(gaps, part)
+    print(_row(GAP_SCENARIO, gaps))
+    print(f"\n{overall.days_judged:,} series-days judged ({gaps.days_judged:,} with data in {GAP_SCENARIO}).")
+    print(
+        f"{GAP_SCENARIO} by gap length: "
+        + "; ".join(
+            f"{length} days: found {s.found}/{s.events}, {s.false_positives} FP"
+            for length, s in by_length.items()
+        )
+    )
     return precision, recall
 
 

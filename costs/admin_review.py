@@ -3,7 +3,8 @@ anomaly policies, alert webhooks (write-only secrets) and their delivery log."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
+from operator import attrgetter
 from urllib.parse import urlsplit
 
 from django import forms
@@ -22,7 +23,12 @@ from costs.models import AlertWebhook, Anomaly, AnomalyPolicy, WebhookDelivery
 from costs.money import to_cents
 from costs.selectors import utc_today
 from costs.services.alerts import destination_problem, webhook_delivery_resend
-from costs.services.anomalies import anomaly_chart_series, anomaly_dismiss, anomaly_reopen
+from costs.services.anomalies import (
+    anomaly_chart_series,
+    anomaly_chart_window,
+    anomaly_dismiss,
+    anomaly_reopen,
+)
 from infraaudit.errors import Conflict
 from providers.models import Provider
 
@@ -64,40 +70,87 @@ def _money(value) -> str:
 
 CHART_W, CHART_H = 760, 260
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 12, 12, 34
+CHART_DAYS_BEFORE, CHART_DAYS_AFTER = 35, 14
+GAP_LABEL_MIN_PX = 64  # "not synced" is written over a gap at least this wide
 
 
-def chart_context(anomaly: Anomaly) -> dict | None:
+def _runs(items: list, day_of) -> list[list]:
+    """``items`` (in date order) split into runs of consecutive days."""
+    runs: list[list] = []
+    for item in items:
+        if runs and (day_of(item) - day_of(runs[-1][-1])).days == 1:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+def _path(runs: list[list[tuple[float, float]]], *, closed: bool = False) -> str:
+    """SVG path data, one subpath per run of coordinates: a line drawn this way breaks
+    where days are missing instead of joining across them."""
+    end = " Z" if closed else ""
+    return " ".join("M" + " L".join(f"{x},{y}" for x, y in run) + end for run in runs)
+
+
+def _gap_areas(missing: list[date], x, step: float) -> list[dict]:
+    """One shaded area per run of ``missing`` days, half a day either side of its first
+    and last day (inside the plot), labelled when wide enough for the words."""
+    areas = []
+    for run in _runs(missing, lambda day: day):
+        left = max(x(run[0]) - step / 2, PAD_L)
+        right = min(x(run[-1]) + step / 2, CHART_W - PAD_R)
+        areas.append({
+            "x": round(left, 1), "width": round(right - left, 1),
+            "middle": round((left + right) / 2, 1), "label": right - left >= GAP_LABEL_MIN_PX,
+            "first": run[0], "last": run[-1], "days": len(run),
+        })
+    return areas
+
+
+def chart_context(anomaly: Anomaly, *, today: date | None = None) -> dict | None:
     """Coordinates of the anomaly's series for the SVG template: the actual spend line,
-    the expected line and band, the anomalous day marked."""
-    points = anomaly_chart_series(anomaly=anomaly)
+    the expected line and band, the anomalous day marked. Days are placed by date over
+    the chart's whole window, so days the provider never synced keep their width: the
+    lines and the band break there and the gap is shaded ("not synced"), rather than
+    the days on either side being drawn as neighbours."""
+    window = {"days_before": CHART_DAYS_BEFORE, "days_after": CHART_DAYS_AFTER,
+              "today": today or utc_today()}
+    # The points leave unsynced days out; the window keeps their place.
+    first, last = anomaly_chart_window(anomaly=anomaly, **window)
+    points = anomaly_chart_series(anomaly=anomaly, **window)
     if not points:
         return None
     top = max(max(p.actual, p.upper or 0.0) for p in points) * 1.1 or 1.0
-    span = max(len(points) - 1, 1)
+    step = (CHART_W - PAD_L - PAD_R) / max((last - first).days, 1)
 
-    def x(i: int) -> float:
-        return round(PAD_L + (CHART_W - PAD_L - PAD_R) * i / span, 1)
+    def x(day: date) -> float:
+        return round(PAD_L + step * (day - first).days, 1)
 
     def y(value: float) -> float:
         return round(PAD_T + (CHART_H - PAD_T - PAD_B) * (1 - max(value, 0.0) / top), 1)
 
-    with_band = [(i, p) for i, p in enumerate(points) if p.upper is not None]
-    band = " ".join(f"{x(i)},{y(p.upper)}" for i, p in with_band)
-    band += " " + " ".join(f"{x(i)},{y(p.lower)}" for i, p in reversed(with_band))
-    marker = next((i for i, p in enumerate(points) if p.day == anomaly.date), None)
+    day_of = attrgetter("day")
+    band_runs = _runs([p for p in points if p.upper is not None], day_of)
+    band = _path(
+        [[(x(p.day), y(p.upper)) for p in run] + [(x(p.day), y(p.lower)) for p in reversed(run)]
+         for run in band_runs],
+        closed=True,
+    )
+    expected = _path([[(x(p.day), y(p.expected)) for p in run] for run in band_runs])
+    actual = _path([[(x(p.day), y(p.actual)) for p in run] for run in _runs(points, day_of)])
+
+    every_day = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    present = {p.day for p in points}
+    gaps = _gap_areas([d for d in every_day if d not in present], x, step)
     ticks = [
         {"y": y(top * k / 4), "label": f"{top * k / 4:,.0f}"} for k in range(5)
     ]
-    days = [
-        {"x": x(i), "label": p.day.strftime("%b %d")}
-        for i, p in enumerate(points)
-        if p.day.weekday() == 0
-    ]
+    days = [{"x": x(d), "label": d.strftime("%b %d")} for d in every_day if d.weekday() == 0]
     dots = [
-        {"x": x(i), "y": y(p.actual), "day": p.day, "actual": f"{p.actual:,.2f}",
+        {"x": x(p.day), "y": y(p.actual), "day": p.day, "actual": f"{p.actual:,.2f}",
          "expected": f"{p.expected:,.2f}" if p.expected is not None else "-",
          "upper": f"{p.upper:,.2f}" if p.upper is not None else "-"}
-        for i, p in enumerate(points)
+        for p in points
     ]
     return {
         "width": CHART_W,
@@ -106,15 +159,17 @@ def chart_context(anomaly: Anomaly) -> dict | None:
         "right": CHART_W - PAD_R,
         "bottom": CHART_H - PAD_B,
         "top": PAD_T,
-        "band": band if with_band else "",
-        "expected": " ".join(f"{x(i)},{y(p.expected)}" for i, p in with_band),
-        "actual": " ".join(f"{d['x']},{d['y']}" for d in dots),
+        "plot_height": CHART_H - PAD_T - PAD_B,
+        "band": band,
+        "expected": expected,
+        "actual": actual,
         "dots": dots,
-        "marker": dots[marker] if marker is not None else None,
+        "marker": next((d for d in dots if d["day"] == anomaly.date), None),
+        "gaps": gaps,
         "ticks": ticks,
         "days": days,
-        "first": points[0].day,
-        "last": points[-1].day,
+        "first": first,
+        "last": last,
     }
 
 

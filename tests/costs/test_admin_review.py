@@ -1,5 +1,5 @@
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from html import unescape
 
@@ -8,8 +8,12 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
 
 from accounts.models import Membership
+from costs.admin_review import CHART_W, PAD_L, PAD_R
 from costs.models import AlertWebhook, Anomaly, WebhookDelivery
 from tests.costs.test_anomalies import SPIKE, TODAY, detect, weekly_series, write_series
+from tests.costs.test_anomaly_gaps import GAP, gapped_provider, spend
+from tests.costs.test_anomaly_gaps import day as gap_day
+from tests.costs.test_anomaly_gaps import detect as detect_gapped
 from tests.factories import AnomalyFactory, MembershipFactory, ProviderFactory, UserFactory
 
 LIST = "/admin/costs/anomaly/"
@@ -90,6 +94,54 @@ def test_admin_change_page_draws_the_series_with_band_and_marker(client, reviewe
     assert chart["marker"]["day"] == SPIKE
     assert chart["first"] == SPIKE - timedelta(days=35)
     assert chart["last"] == SPIKE + timedelta(days=14)
+
+
+def _chart_svg(client, anomaly) -> str:
+    html = client.get(f"{LIST}{anomaly.pk}/change/").content.decode()
+    start = html.index('<svg id="anomaly-chart"')
+    return html[start : html.index("</svg>", start)]
+
+
+def _subpaths(svg: str, css_class: str) -> list[list[float]]:
+    """The x coordinates of each subpath (``M ... L ...``) of the chart's ``css_class`` path."""
+    d = re.search(rf'<path class="{css_class}"[^>]* d="([^"]+)"', svg).group(1)
+    return [[float(x) for x in re.findall(r"([\d.]+),[\d.]+", part)] for part in d.split("M")[1:]]
+
+
+@pytest.mark.django_db
+def test_admin_chart_places_days_by_date_and_breaks_at_unsynced_days(client, reviewer, org):
+    spike = GAP.stop + 6
+    provider = gapped_provider(org, spend(spike_on=spike))
+    detect_gapped(provider)
+    anomaly = Anomaly.objects.get(provider=provider, service="", date=gap_day(spike))
+    svg = _chart_svg(login(client, reviewer), anomaly)
+
+    # Each dot's x, by the day in its tooltip.
+    dots = {
+        date.fromisoformat(day): float(x)
+        for x, day in re.findall(r'<circle cx="([\d.]+)"[^>]*><title>\w+ (\d{4}-\d\d-\d\d):', svg)
+    }
+    before, after = gap_day(GAP.start - 1), gap_day(GAP.stop)
+    assert before in dots and after in dots
+    assert not {gap_day(i) for i in GAP} & set(dots)
+    # By date over the chart's 50 days: the 20 unsynced days keep their width, they are
+    # not squeezed out (by position, the days either side of the gap were neighbours).
+    first = anomaly.date - timedelta(days=35)
+    step = (CHART_W - PAD_L - PAD_R) / 49
+    assert all(x == pytest.approx(PAD_L + step * (d - first).days, abs=0.06) for d, x in dots.items())
+    assert dots[after] - dots[before] == pytest.approx((GAP.stop - GAP.start + 1) * step, abs=0.1)
+
+    # The spend line breaks at the gap: one subpath on each side, none across it.
+    actual = _subpaths(svg, "actual-line")
+    assert len(actual) == 2
+    assert actual[0][-1] == dots[before] and actual[1][0] == dots[after]
+    # So do the expected line and band (judged again from the fifth day after the gap).
+    for css_class in ("expected-band", "expected-line"):
+        parts = _subpaths(svg, css_class)
+        assert len(parts) == 2, css_class
+        assert all(max(xs) <= dots[before] or min(xs) >= dots[after] for xs in parts)
+    assert "not synced" in svg
+    assert f"{gap_day(GAP.start).isoformat()} to {gap_day(GAP.stop - 1).isoformat()}" in svg
 
 
 @pytest.mark.django_db

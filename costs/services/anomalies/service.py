@@ -319,16 +319,28 @@ class ChartPoint:
     upper: float | None
 
 
-def anomaly_chart_series(
+def anomaly_chart_window(
     *, anomaly, days_before: int = 35, days_after: int = 14, today: date | None = None
-) -> list[ChartPoint]:
-    """The anomaly's series (provider total or service) around its day, with the expected
-    band as the detector sees it today. Days the provider never synced are left out."""
+) -> tuple[date, date]:
+    """The days a chart of the anomaly covers: ``days_before`` before its day to
+    ``days_after`` after it, but no later than yesterday (the anomaly's day at least)."""
     from costs.selectors import utc_today
 
     today = today or utc_today()
     first = anomaly.date - timedelta(days=days_before)
     last = max(anomaly.date, min(anomaly.date + timedelta(days=days_after), today - timedelta(days=1)))
+    return first, last
+
+
+def anomaly_chart_series(
+    *, anomaly, days_before: int = 35, days_after: int = 14, today: date | None = None
+) -> list[ChartPoint]:
+    """The anomaly's series (provider total or service) over its chart window
+    (``anomaly_chart_window``), with the expected band as the detector sees it today.
+    Days the provider never synced are left out."""
+    first, last = anomaly_chart_window(
+        anomaly=anomaly, days_before=days_before, days_after=days_after, today=today
+    )
     series = provider_series(provider=anomaly.provider, start=first, end=last)
     if series is None:
         return []
