@@ -21,7 +21,7 @@ from costs.models import SyncJob
 from costs.selectors import utc_today
 from costs.services.jobs import import_job_request, sync_job_request
 from infraaudit.errors import Unprocessable
-from providers.adapters.base import UPLOAD_NAME_SEPARATOR
+from providers.adapters.base import EARLIEST_DAY, UPLOAD_NAME_SEPARATOR
 from providers.models import Provider
 
 MAX_WINDOW_DAYS = 400  # the 13 months of a first sync, and then some
@@ -45,6 +45,10 @@ class SyncRequest(serializers.Serializer):
             )
         if attrs.get("date_from") and attrs["date_from"] > attrs["date_to"]:
             raise serializers.ValidationError({"date_from": ["must not be after date_to"]})
+        if attrs.get("date_from") and attrs["date_from"] < EARLIEST_DAY:
+            raise serializers.ValidationError(
+                {"date_from": [f"must not be before {EARLIEST_DAY} (no cloud billed earlier)"]}
+            )
         if attrs.get("date_to") and attrs["date_to"] > utc_today():
             raise serializers.ValidationError({"date_to": ["must not be after today (UTC)"]})
         if attrs.get("date_from") and (attrs["date_to"] - attrs["date_from"]).days >= MAX_WINDOW_DAYS:

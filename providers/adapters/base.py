@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 GLOBAL_REGION = "global"
+# No cloud billed before 2000: an earlier day is a broken export's placeholder (a FOCUS
+# row dated 0001-01-01) or a mistyped sync window, not a day to read or mark as synced.
+EARLIEST_DAY = date(2000, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ import polars as pl
 
 from providers.adapters import focus_discovery as discovery
 from providers.adapters.base import (
+    EARLIEST_DAY,
     GLOBAL_REGION,
     UPLOAD_NAME_SEPARATOR,
     CostRow,
@@ -83,11 +84,10 @@ AMOUNT = pl.Decimal(38, 18)
 KEY = ["day", "service", "region", "account", "currency"]
 # Column widths of CostRecord: longer values are reported, not truncated.
 MAX_LENGTHS = {"service": 200, "region": 64, "account": 128}
-# The days a bill can cover: no cloud billed before 2000, and no charge period starts more
+# The days a bill can cover: from EARLIEST_DAY (2000), and no charge period starts more
 # than a year ahead. A row outside them is a broken export (a 0001-01-01 or 9999-12-31
 # placeholder), not spend: read as a day, it would stretch the provider's coverage over
 # centuries and break every date computed from it.
-EARLIEST_DAY = date(2000, 1, 1)
 FUTURE_DAYS = 366
 # No bill has a line of 10^15, even in yen or rupiah: a larger amount is a broken export
 # (or a unit mix-up), and a day's sum of such lines would overflow what a cost record holds.

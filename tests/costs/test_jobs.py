@@ -144,10 +144,11 @@ def test_sync_of_another_window_is_not_handed_the_running_default_job(api, org, 
     ("window", "field", "message"),
     [
         ({"date_from": "2024-01-01", "date_to": "2999-12-31"}, "date_to", "must not be after today"),
-        ({"date_from": "1900-01-01", "date_to": "2024-01-01"}, "date_from", "at most 400 days"),
+        ({"date_from": "2020-01-01", "date_to": "2024-01-01"}, "date_from", "at most 400 days"),
+        ({"date_from": "0001-01-01", "date_to": "0001-01-02"}, "date_from", "before 2000-01-01"),
     ],
 )
-def test_sync_window_in_the_future_or_too_long_is_400(api, org, import_root, window, field, message):
+def test_sync_window_in_the_future_too_long_or_too_old_is_400(api, org, import_root, window, field, message):
     focus_provider(org, import_root)
     response = api.post("/api/v1/costs/sync", window, format="json")
     assert response.status_code == 400
