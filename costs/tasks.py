@@ -7,6 +7,7 @@ import random
 from datetime import date
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from costs.services import jobs
@@ -82,13 +83,19 @@ WEBHOOK_MAX_RETRIES = 6
 )
 def deliver_webhook(self, delivery_id: int) -> str | None:
     """POST one anomaly alert; retries with backoff on connection errors, timeouts, 408,
-    429 and 5xx, then records the delivery as failed."""
+    429 and 5xx, then records the delivery as failed. An attempt has its own deadline
+    (``alerts.TOTAL_TIMEOUT``) well under the soft time limit; should the limit still cut
+    one short, its rolled-back attempt is recorded and retried like any other failure."""
     from costs.services import alerts
 
+    final_attempt = self.request.retries >= self.max_retries
     try:
-        return alerts.webhook_deliver(
-            delivery_id=delivery_id, final_attempt=self.request.retries >= self.max_retries
-        )
+        try:
+            return alerts.webhook_deliver(delivery_id=delivery_id, final_attempt=final_attempt)
+        except SoftTimeLimitExceeded:
+            return alerts.webhook_attempt_cut_short(
+                delivery_id=delivery_id, final_attempt=final_attempt
+            )
     except alerts.DeliveryRetryable as exc:
         raise self.retry(
             exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)

@@ -9,11 +9,13 @@ from decimal import Decimal
 import pytest
 import requests
 import responses
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import IntegrityError, transaction
 
 from costs.models import AlertWebhook, Anomaly, WebhookDelivery
 from costs.selectors import utc_today
-from costs.services.alerts import alerts_enqueue, webhook_deliver
+from costs.services import alerts
+from costs.services.alerts import alerts_enqueue, destination_problem, webhook_deliver
 from costs.tasks import WEBHOOK_MAX_RETRIES, deliver_webhook
 from tests.factories import AnomalyFactory, ProviderFactory
 
@@ -200,3 +202,124 @@ def test_alert_to_an_internal_address_is_refused_at_send_time(org, anomaly, djan
     assert delivery.status == "failed"
     assert delivery.error == "refused: 169.254.169.254 is an internal address (169.254.169.254)"
     assert len(responses.calls) == 0  # nothing was sent
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_alert_cut_short_by_the_time_limit_is_recorded_and_retried(
+    webhook, anomaly, monkeypatch, django_capture_on_commit_callbacks
+):
+    # The task's soft time limit rolls the attempt's transaction back; unrecorded, the
+    # delivery stayed pending for good with no retry queued.
+    responses.add(responses.POST, HOOK, status=200)
+    send, calls = alerts._post, []
+
+    def post_cut_short_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise SoftTimeLimitExceeded()
+        return send(*args)
+
+    monkeypatch.setattr(alerts, "_post", post_cut_short_once)
+    (delivery_id,) = enqueue(django_capture_on_commit_callbacks, [anomaly])
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.error) == ("delivered", 2, "")
+    assert len(calls) == 2 and len(responses.calls) == 1
+
+
+@pytest.mark.django_db
+def test_alert_cut_short_on_every_attempt_ends_failed(
+    webhook, anomaly, monkeypatch, django_capture_on_commit_callbacks
+):
+    def post_cut_short(*args):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(alerts, "_post", post_cut_short)
+    (delivery_id,) = enqueue(django_capture_on_commit_callbacks, [anomaly])
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.error) == (
+        "failed", WEBHOOK_MAX_RETRIES + 1,
+        f"worker time limit exceeded (gave up after {WEBHOOK_MAX_RETRIES + 1} attempts)",
+    )
+
+
+@pytest.mark.django_db
+def test_attempt_cut_short_leaves_a_settled_delivery_alone(webhook, anomaly):
+    delivery = WebhookDelivery.objects.create(
+        webhook=webhook, anomaly=anomaly, payload={}, status="delivered", attempts=1
+    )
+    assert alerts.webhook_attempt_cut_short(delivery_id=delivery.id, final_attempt=False) == (
+        "delivered"
+    )
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.error) == ("delivered", 1, "")
+
+
+@pytest.mark.parametrize(
+    ("url", "idna_host"),
+    [
+        ("https://münchen.de/hook", "xn--mnchen-3ya.de"),
+        ("https://bücher.example/hook", "xn--bcher-kva.example"),
+        ("https://MÜNCHEN.de:8443/hook", "xn--mnchen-3ya.de"),
+        ("https://xn--mnchen-3ya.de/hook", "xn--mnchen-3ya.de"),
+    ],
+)
+def test_destination_problem_accepts_an_internationalised_host_that_resolves_public(
+    settings, monkeypatch, url, idna_host
+):
+    settings.WEBHOOK_ALLOW_INTERNAL = False
+    looked_up = []
+
+    def public() -> list[str]:
+        looked_up.append(idna_host)
+        return [PUBLIC]
+
+    fake_dns(monkeypatch, {idna_host: public})  # DNS knows the name in its IDNA form only
+    assert destination_problem(url) is None
+    assert looked_up == [idna_host]
+
+
+@pytest.mark.parametrize(
+    ("url", "idna_host", "problem"),
+    [
+        ("https://bücher.example/hook", "xn--bcher-kva.example",
+         "bücher.example is an internal address (127.0.0.1)"),
+        ("https://xn--mnchen-3ya.de/hook", "xn--mnchen-3ya.de",
+         "xn--mnchen-3ya.de is an internal address (127.0.0.1)"),
+    ],
+)
+def test_destination_problem_refuses_an_internationalised_host_that_resolves_internal(
+    settings, monkeypatch, url, idna_host, problem
+):
+    settings.WEBHOOK_ALLOW_INTERNAL = False
+    fake_dns(monkeypatch, {idna_host: ["127.0.0.1"]})
+    assert destination_problem(url) == problem
+
+
+def fullwidth(text: str) -> str:
+    """``text`` in full-width forms (U+FF01 to U+FF5E), which NFKC maps back to ASCII."""
+    return "".join(chr(ord(c) + 0xFEE0) for c in text)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1\\@8.8.8.8/", "must not hold a user name or a backslash"),
+        ("http://münchen.de\\@127.0.0.1/", "must not hold a user name or a backslash"),
+        ("https://user@münchen.de/hook", "must not hold a user name or a backslash"),
+        ("https://hooks%2eexample.com/", "has a host that URL parsers read differently"),
+        # IDNA maps these to localhost, 127.0.0.1 and münchen.de; urllib3 refuses them.
+        (f"https://{fullwidth('localhost')}/hook", "has a host that URL parsers read differently"),
+        (f"https://{fullwidth('127.0.0.1')}/hook", "has a host that URL parsers read differently"),
+        ("https://münchen\N{IDEOGRAPHIC FULL STOP}de/hook",
+         "has a host that URL parsers read differently"),
+        (f"https://münchen.de{fullwidth('/')}@127.0.0.1/", "is not a valid URL"),
+        ("https://bad-ü-.example/hook", "has a host name that is not valid IDNA"),
+        ("http://localhost:8000/hook", "localhost is an internal address"),
+        ("http://[::ffff:169.254.169.254]/",
+         "::ffff:169.254.169.254 is an internal address (169.254.169.254)"),
+    ],
+)
+def test_destination_problem_still_refuses_ambiguous_and_internal_urls(settings, url, problem):
+    settings.WEBHOOK_ALLOW_INTERNAL = False
+    assert destination_problem(url, resolve=False) == problem

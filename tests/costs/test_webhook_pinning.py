@@ -1,12 +1,15 @@
 """Webhook sends connect to the address that was checked, not to what the name resolves
-to by the time of the connection (DNS rebinding), and still speak to the name: Host
-header, TLS SNI and certificate verification."""
+to by the time of the connection (DNS rebinding), and still speak to the name (in its
+IDNA form): Host header, TLS SNI and certificate verification. An attempt ends at its
+deadline however slowly the receiver answers, and reads only the start of a long body."""
 
+import contextlib
 import hashlib
 import hmac
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -213,9 +216,175 @@ def test_webhook_https_certificate_for_another_name_is_rejected(settings, monkey
 
 
 def test_webhook_pinned_pool_connects_to_the_address_and_verifies_the_name():
-    adapter = alerts._PinnedAdapter("203.0.113.7")
+    adapter = alerts._PinnedAdapter("203.0.113.7", alerts._Deadline(alerts.TOTAL_TIMEOUT))
     request = requests.Request("POST", "https://hooks.example.com:8443/x").prepare()
     pool = adapter.get_connection_with_tls_context(request, verify=True)
     assert (pool.host, pool.port) == ("203.0.113.7", 8443)
     assert pool.conn_kw["server_hostname"] == "hooks.example.com"
     assert pool.assert_hostname == "hooks.example.com"
+
+
+@pytest.mark.django_db
+def test_webhook_internationalised_name_is_resolved_and_sent_in_idna_form(
+    settings, monkeypatch, receiver
+):
+    settings.WEBHOOK_ALLOW_INTERNAL = True
+    server = receiver()
+    fake_dns(monkeypatch, {"xn--mnchen-3ya.de": answers(["127.0.0.1"])})
+    delivery = deliver(delivery_to(f"http://münchen.de:{server.server_port}/hook"))
+    assert (delivery.status, delivery.response_code) == ("delivered", 204)
+    ((path, headers, _),) = server.received
+    assert path == "/hook"
+    assert headers["Host"] == f"xn--mnchen-3ya.de:{server.server_port}"
+
+
+@pytest.mark.django_db
+def test_webhook_https_internationalised_name_is_verified_in_idna_form(
+    settings, monkeypatch, tls_receiver
+):
+    settings.WEBHOOK_ALLOW_INTERNAL = True
+    server = tls_receiver("xn--bcher-kva.example")
+    fake_dns(monkeypatch, {"xn--bcher-kva.example": answers(["127.0.0.1"])})
+    delivery = deliver(delivery_to(f"https://bücher.example:{server.server_port}/hook"))
+    assert (delivery.status, delivery.response_code) == ("delivered", 204)
+    assert server.sni == ["xn--bcher-kva.example"]
+    ((_, headers, _),) = server.received
+    assert headers["Host"] == f"xn--bcher-kva.example:{server.server_port}"
+
+
+Answer = Callable[[socket.socket, threading.Event], None]
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536) or b"\r\n\r\n"
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+         if line.lower().startswith(b"content-length:")),
+        0,
+    )
+    while len(body) < length:
+        body += conn.recv(65536) or b"x" * length
+
+
+@pytest.fixture
+def raw_receiver():
+    """Start a TCP receiver on 127.0.0.1 that reads each request (unless not
+    ``read_request``) and then plays ``answer(connection, stopped)``; returns its port.
+    ``stopped`` is set when the test ends."""
+    stopped = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def start(answer: Answer, *, read_request: bool = True) -> int:
+        server = socket.create_server(("127.0.0.1", 0))
+        server.settimeout(0.1)
+
+        def serve() -> None:
+            with server:
+                while not stopped.is_set():
+                    try:
+                        conn, _ = server.accept()
+                    except TimeoutError:
+                        continue
+                    with conn, contextlib.suppress(OSError):  # the client hung up
+                        if read_request:
+                            _read_request(conn)
+                        answer(conn, stopped)
+
+        threads.append(threading.Thread(target=serve, daemon=True))
+        threads[-1].start()
+        return server.getsockname()[1]
+
+    yield start
+    stopped.set()
+    for thread in threads:
+        thread.join(timeout=5)
+
+
+def drip(head: bytes, every: float, count: int = 120) -> Answer:
+    """An answer that sends ``head``, then ``count`` more bytes one every ``every``
+    seconds: each read is well within the read timeout, the whole far past the deadline."""
+
+    def answer(conn: socket.socket, stopped: threading.Event) -> None:
+        conn.sendall(head)
+        for _ in range(count):
+            if stopped.wait(every):
+                return
+            conn.sendall(b"x")
+
+    return answer
+
+
+def timed_deliver(delivery: WebhookDelivery, *, final_attempt: bool) -> float:
+    """Make one attempt at ``delivery``; the seconds it took."""
+    started = time.monotonic()
+    with contextlib.suppress(alerts.DeliveryRetryable):
+        alerts.webhook_deliver(delivery_id=delivery.id, final_attempt=final_attempt)
+    delivery.refresh_from_db()
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def deadline(settings, monkeypatch):
+    """Local receivers allowed, and a one-second deadline per attempt."""
+    settings.WEBHOOK_ALLOW_INTERNAL = True
+    monkeypatch.setattr(alerts, "TOTAL_TIMEOUT", 1)
+
+
+@pytest.mark.django_db
+def test_webhook_slow_body_ends_at_the_deadline_and_is_retried(deadline, raw_receiver):
+    # The QA repro: 200 and a Content-Length, then one byte at a time.
+    port = raw_receiver(drip(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", every=0.25))
+    delivery = delivery_to(f"http://127.0.0.1:{port}/hook")
+    seconds = timed_deliver(delivery, final_attempt=False)
+    assert seconds < 3
+    assert (delivery.status, delivery.attempts, delivery.response_code, delivery.error) == (
+        "retrying", 1, None, "Timeout: no complete answer within 1 s"
+    )
+
+
+@pytest.mark.django_db
+def test_webhook_slow_headers_end_at_the_deadline_and_fail_the_last_attempt(
+    deadline, raw_receiver
+):
+    port = raw_receiver(drip(b"HTTP/1.1 200 OK\r\nX-Slow: ", every=0.25))
+    delivery = delivery_to(f"http://127.0.0.1:{port}/hook")
+    seconds = timed_deliver(delivery, final_attempt=True)
+    assert seconds < 3
+    assert (delivery.status, delivery.attempts, delivery.error) == (
+        "failed", 1, "Timeout: no complete answer within 1 s (gave up after 1 attempts)"
+    )
+
+
+@pytest.mark.django_db
+def test_webhook_silent_tls_handshake_ends_at_the_deadline(deadline, monkeypatch, raw_receiver):
+    # Accepts the connection and never answers the ClientHello.
+    port = raw_receiver(lambda conn, stopped: stopped.wait(), read_request=False)
+    fake_dns(monkeypatch, {"receiver.test": answers(["127.0.0.1"])})
+    delivery = delivery_to(f"https://receiver.test:{port}/hook")
+    seconds = timed_deliver(delivery, final_attempt=False)
+    assert seconds < 3
+    assert (delivery.status, delivery.error) == (
+        "retrying", "Timeout: no complete answer within 1 s"
+    )
+
+
+@pytest.mark.django_db
+def test_webhook_long_answer_is_not_read_whole(settings, raw_receiver):
+    settings.WEBHOOK_ALLOW_INTERNAL = True
+    total, sent = 64 << 20, [0]
+
+    def flood(conn: socket.socket, stopped: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        chunk = b"x" * 65536
+        while sent[0] < total and not stopped.is_set():
+            conn.sendall(chunk)
+            sent[0] += len(chunk)
+
+    port = raw_receiver(flood)
+    delivery = deliver(delivery_to(f"http://127.0.0.1:{port}/hook"))
+    assert (delivery.status, delivery.response_code) == ("delivered", 200)
+    # What we read, plus what the sockets' buffers took before we hung up.
+    assert sent[0] < 16 << 20
