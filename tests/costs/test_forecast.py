@@ -389,15 +389,55 @@ def test_forecast_backtest_fit_started_from_a_fit_of_another_scale_is_the_cold_f
     assert np.allclose(warm.center, cold.center, rtol=0.01)
 
 
-def test_forecast_after_one_huge_day_keeps_its_interval_finite_and_its_days_tight():
+def test_forecast_after_one_huge_day_scores_it_once():
     calm = forecast_series(_steady_with_one_big_day(11, amount=0.0), horizon=30)
-    spiked = forecast_series(_steady_with_one_big_day(11), horizon=30)
-    # The day itself happened: windows that held it missed by up to 7x, so the total's
-    # interval may hold another such day, but not 1e10 (3,416 in 0-9,978,032,951 before).
-    assert spiked.total_high < 20 * spiked.total
+    fit = forecast_model.fit_forecast(_steady_with_one_big_day(11))
+    spiked = forecast_model.forecast_from_fit(fit, horizon=30, level=0.8)
+    # 3,416 in 0-9,978,032,951 (warm starts in the wrong units), then 0-516,194 (the day
+    # in the bootstrap), then 376-28,976 (the day in the holdouts of 4 of 12 origins).
+    # One day in 400 is one miss: the 80% interval holds the usual days only.
+    assert spiked.total_low < spiked.total < spiked.total_high < 1.1 * spiked.total
+    assert spiked.total_high - spiked.total_low < 3 * (calm.total_high - calm.total_low)
+    # Beyond what the origins show, the tail grows from the largest score: that day's.
+    wide = forecast_model.forecast_from_fit(fit, horizon=30, level=0.95)
+    assert wide.total_high > spiked.total + 20_000
     # Daily bands: the one day's residual no longer widens every simulated day.
     calm_width = np.median(calm.upper - calm.lower)
     assert np.median(spiked.upper - spiked.lower) < 2 * calm_width
+
+
+def test_forecast_total_scores_a_miss_shared_by_origins_once():
+    # Origins 1-3's longest totals were all missed because of day 500; origin 4 missed
+    # by itself. Each of the three scores that miss with weight 1/3 and its miss without
+    # the day with weight 2/3.
+    rows = np.array([
+        (1, 30, 2.0, 0.1, 500, 0.02), (2, 30, 2.1, 0.1, 500, -0.01),
+        (3, 30, 1.9, 0.1, 500, 0.03), (4, 30, 0.5, 0.1, -1, 0.5),
+    ])
+    spread = fit_total_spread(rows)
+    assert spread.count == pytest.approx(4.0)
+    assert len(spread.scores) == 7
+    weights = dict(zip(np.round(spread.scores * spread.sd(0.1), 4), spread.weights, strict=True))
+    assert weights[2.0] == pytest.approx(1 / 3) and weights[0.02] == pytest.approx(2 / 3)
+    assert weights[0.5] == 1.0
+    # A one-off day of a single origin is its own miss, scored as it is.
+    alone = fit_total_spread(np.array([*rows[:1], (2, 30, 0.1, 0.1, -1, 0.1), *rows[3:]]))
+    assert alone.weights is None and len(alone.scores) == 3
+
+
+@pytest.mark.parametrize("n", [4, 7, 12])
+@pytest.mark.parametrize("q", [0.5, 0.8, 0.9])
+def test_forecast_conformal_with_unit_weights_is_the_unweighted_quantile(n, q):
+    scores = np.random.default_rng(n).exponential(size=n)
+    assert forecast_model.conformal(scores, q, np.ones(n)) == pytest.approx(
+        forecast_model.conformal(scores, q)
+    )
+    # Two scores of weight 1/2 at one value rank as one score there.
+    halves = np.concatenate([scores, scores[:1]])
+    weights = np.concatenate([[0.5], np.ones(n - 1), [0.5]])
+    assert forecast_model.conformal(halves, q, weights) == pytest.approx(
+        forecast_model.conformal(scores, q)
+    )
 
 
 def test_forecast_total_spread_recovers_scale_and_level_error():

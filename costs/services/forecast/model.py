@@ -71,10 +71,9 @@ BLOCK_DAYS = 7
 # 8% of the 30-day paths, it made each simulated day's spread 5x and a 30-day total's
 # 48x and, scaled by a kappa fitted on backtests whose training did not hold it, the
 # 30-day 80% high 150x the forecast; the backtests had scored what such days really do
-# to totals already. Clipped,
-# the simulated spread is the usual day-to-day noise; what one-off days do to a total
-# comes from the calibration. Chosen on tuning data (docs/benchmarks.md, "One-off days
-# in the simulated paths, session 10").
+# to totals already. Clipped, the simulated spread is the usual day-to-day noise; what
+# one-off days do to a total comes from the calibration. Chosen on tuning data
+# (docs/benchmarks.md, "One-off days, session 10").
 RESIDUAL_CLIP = 6.0
 RESIDUAL_WINDOW_DAYS = 365
 # Origins of the calibration backtests, in days before the last complete day ("leads"):
@@ -99,6 +98,10 @@ CALIBRATION_TRAIN_SHARE = 0.6
 SHORT_CALIBRATION_LEADS = (7, 14, 21, 28)
 CALIBRATION_MIN_TRAIN_DAYS = 28
 CALIBRATION_MIN_ORIGINS = 2
+# A backtest total missed mostly because of one day (more than this share of its log
+# miss) is that day's miss: origins whose totals share it score it once between them
+# (``calibration.fit_total_spread``).
+ONE_OFF_SHARE = 0.5
 # Backtest totals are scored over the first 7, 14, 21... days and over each horizon's
 # exact length: an origin is scored on the horizon's own total wherever it saw one.
 TOTAL_SCORE_STEP = 7
@@ -285,8 +288,8 @@ def _rescaled(init: dict, frame: pd.DataFrame) -> dict:
     start taken as it is means another function wherever the two scales differ, and a
     one-off day that sets the scale of one fit and not of the next (a $20,000 day in
     $100 days doubles log(y)'s largest value) sent capped L-BFGS fits to a slope of 7
-    and a forecast of 1e45, scored as calibration misses (docs/benchmarks.md, "Warm
-    starts in the fit's own units, session 10"). So the start is converted: the same
+    and a forecast of 1e45, scored as calibration misses (docs/benchmarks.md, "One-off
+    days, session 10"). So the start is converted: the same
     trend, seasonality and noise in dollars and days."""
     y_scale = float(frame["y"].abs().max()) or 1.0  # Prophet's absmax scaling
     days = (frame["ds"].iloc[-1] - frame["ds"].iloc[0]) / pd.Timedelta(days=1) or 1.0
@@ -520,10 +523,28 @@ def _calibrate(
             if ok[:days].all():
                 pad = paths.offset * days  # days below zero are missing (_Scope.build)
                 ratio = math.log((actual[:days].sum() + pad) / (projected[days - 1] + pad))
-                total.append((origin, days, ratio, log_sd[days - 1]))
+                one_off, without = _one_off_day(
+                    actual[:days], (paths.center + recurring)[:days], ratio,
+                    projected[days - 1] + pad,
+                )
+                total.append((origin, days, ratio, log_sd[days - 1],
+                              until + one_off if one_off >= 0 else -1, without))
     return Calibration(
-        len(used), np.array(daily).reshape(-1, 3), np.array(total).reshape(-1, 4), np.array(used)
+        len(used), np.array(daily).reshape(-1, 3), np.array(total).reshape(-1, 6), np.array(used)
     )
+
+
+def _one_off_day(
+    actual: np.ndarray, expected: np.ndarray, miss: float, projected: float
+) -> tuple[int, float]:
+    """The day of a backtest total that made more than ``ONE_OFF_SHARE`` of its log
+    ``miss`` (the day furthest from its forecast), and the log miss with that day at its
+    forecast; (-1, ``miss``) when no day did. ``projected`` is the total's forecast
+    (padded, as in the miss: log((actual + pad) / projected))."""
+    day = int(np.argmax(np.abs(actual - expected)))
+    padded_actual = projected * math.exp(miss)
+    without = math.log((padded_actual - actual[day] + expected[day]) / projected)
+    return (day, without) if abs(without) < ONE_OFF_SHARE * abs(miss) else (-1, miss)
 
 
 def _usage_total(paths: _UsagePaths) -> np.ndarray:

@@ -87,14 +87,15 @@ def _cache_key(organization, providers, last_day: date) -> str:
     spread back on a geometric grid, each origin's lead kept; v6: backtests fit the
     forecast's own model; v7: 12 calibration origins; v8: a provider's days outside its
     own span no longer hold the total back, see ``_observed_days``, and the history starts
-    with the first spend), so a deploy never
+    with the first spend; v9: warm starts in the fit's own units, residuals clipped in the
+    simulated paths), so a deploy never
     serves an older fit."""
     import hashlib
     import json
 
     state = json.dumps([last_day.isoformat(), _provider_state(providers)])
     digest = hashlib.sha256(state.encode()).hexdigest()[:40]
-    return f"forecast:v8:{organization.id}:{digest}"
+    return f"forecast:v9:{organization.id}:{digest}"
 
 
 def _observed_days(
