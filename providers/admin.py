@@ -130,8 +130,8 @@ class ProviderAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
                     "last_synced_at", "coverage_start", "coverage_end"]
     list_filter = ["kind", "is_active", "organization"]
     search_fields = ["name"]
-    readonly_fields = ["last_synced_at", "coverage_start", "coverage_end", "data_version",
-                       "created_at", "updated_at"]
+    readonly_fields = ["last_synced_at", "coverage_start", "coverage_end", "synced_spans",
+                       "data_version", "created_at", "updated_at"]
 
     def get_readonly_fields(self, request, obj=None):
         # A different kind is a different provider (as in the API): its kind never changes.

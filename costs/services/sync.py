@@ -190,19 +190,22 @@ def replace_window(
         if changed:
             locked.data_version += 1
         locked.last_synced_at = timezone.now()
+        # Every synced window is kept (the forecast and the detector read a day without
+        # records there as no spend); the coverage stays the one span it always was.
+        locked.synced_spans = locked.synced_spans_with(date_from, date_to)
         locked.coverage_start, locked.coverage_end = _coverage_after(locked, date_from, date_to)
-        locked.save(
-            update_fields=["data_version", "last_synced_at", "coverage_start", "coverage_end"]
-        )
+        locked.save(update_fields=["data_version", "last_synced_at", "coverage_start",
+                                   "coverage_end", "synced_spans"])
     provider.refresh_from_db()
     return written, changed
 
 
 def _coverage_after(provider: Provider, date_from: date, date_to: date) -> tuple[date, date]:
-    """The provider's covered days (one span, inside which a day without records is no
-    spend) once ``date_from..date_to`` has been synced. A window that does not touch the
+    """The provider's coverage (one span: where a sync after a pause resumes) once
+    ``date_from..date_to`` has been synced. A window that does not touch the
     span is never joined to it across the days between, which nothing synced: a later
-    window replaces the span (the latest data matter most), an earlier one is left out."""
+    window replaces the span (the latest data matter most), an earlier one is left out.
+    Every window synced stays in ``synced_spans``, which says which days are known."""
     start, end = provider.coverage_start, provider.coverage_end
     if start is None or end is None:
         return date_from, date_to

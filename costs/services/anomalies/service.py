@@ -93,9 +93,9 @@ def provider_series(*, provider, start: date, end: date) -> ProviderSeries | Non
 
     Amounts in other currencies than the provider's main one (largest spend) are left
     out: amounts in different currencies are never added. A day without records is zero
-    spend inside the provider's synced coverage and missing (NaN) outside it: nothing
-    synced it (a gap between two sync windows that did not touch, the days after the
-    last sync), so nothing says it was free."""
+    spend inside one of the provider's synced spans and missing (NaN) outside them:
+    nothing synced it (a gap between two sync windows that did not touch, the days after
+    the last sync), so nothing says it was free."""
     from costs.selectors import provider_service_daily_totals
 
     history_start = start - timedelta(days=HISTORY_DAYS)
@@ -107,8 +107,9 @@ def provider_series(*, provider, start: date, end: date) -> ProviderSeries | Non
         spend[currency] = spend.get(currency, Decimal(0)) + abs(amount)
     currency = max(sorted(spend), key=lambda c: spend[c])
     first = min(day for day, _s, c, _a in rows if c == currency)
-    if provider.coverage_start:  # inside the synced coverage, a day without rows is zero
-        first = max(history_start, min(first, provider.coverage_start))
+    synced = provider.synced_days()
+    if synced:  # inside the synced spans, a day without rows is zero
+        first = max(history_start, min(first, synced[0][0]))
     n = (end - first).days + 1
     services: dict[str, np.ndarray] = {}
     exact: dict[tuple[str, int], Decimal] = {}
@@ -131,12 +132,8 @@ def provider_series(*, provider, start: date, end: date) -> ProviderSeries | Non
 
 def _known_days(provider, first: date, n: int, rows) -> np.ndarray:
     """Which of the ``n`` days from ``first`` the provider knows: those inside its synced
-    coverage and those it has records for (in any currency)."""
-    known = np.zeros(n, dtype=bool)
-    if provider.coverage_start and provider.coverage_end:
-        lo = max((provider.coverage_start - first).days, 0)
-        hi = min((provider.coverage_end - first).days + 1, n)
-        known[lo:hi] = True
+    spans and those it has records for (in any currency)."""
+    known = provider.synced_mask(first, n)
     for day, *_ in rows:
         if 0 <= (day - first).days < n:
             known[(day - first).days] = True

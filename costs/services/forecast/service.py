@@ -71,16 +71,19 @@ def _money(value: float) -> Decimal:
 
 def _provider_state(providers) -> list[tuple]:
     return [
-        (p.id, p.data_version, str(p.coverage_start), str(p.coverage_end), p.is_active)
+        # the spans too: an old window synced again with the same records (no new data
+        # version) changes which of its days are known
+        (p.id, p.data_version, str(p.coverage_start), str(p.coverage_end), p.is_active,
+         p.synced_spans)
         for p in providers
     ]
 
 
 def _cache_key(organization, providers, last_day: date) -> str:
-    """One key per series: the providers the scope covers (id, data version, coverage)
-    and the last complete day. The organization's total and one provider's forecast
-    differ exactly when their providers do, so an organization with a single provider
-    shares that provider's fit.
+    """One key per series: the providers the scope covers (id, data version, coverage,
+    synced spans) and the last complete day. The organization's total and one provider's
+    forecast differ exactly when their providers do, so an organization with a single
+    provider shares that provider's fit.
     The version prefix changes whenever the cached ``FittedForecast`` does (v2: totals
     calibrated in log space; v3: 12 calibration origins, daily scores keep their origin;
     v4: median of the simulated totals, conformal total width; v5: calibration origins
@@ -102,28 +105,30 @@ def _observed_days(
     providers, records: dict[int, pd.DatetimeIndex], days: pd.DatetimeIndex
 ) -> np.ndarray:
     """Which days of the scope's total are known. A provider knows a day it has records
-    for or that its syncs covered (no records there: nothing was spent); a day between
-    those without either is missing, so the total is too. Outside its own days a provider
-    does not hold the total back: before its first known day it had not spent yet, and
-    after its last it stopped spending if it is disconnected or has not reported for
-    ``STALE_DAYS``; only a connected provider that is a few days behind makes the last
-    days missing. (Read as missing, one provider with a month of old uploads cut the
-    organization's history to that month.) The total starts on the first day any
-    provider knows."""
-    with_data = [p for p in providers if len(records.get(p.id, ())) or p.coverage_start]
+    for or that one of its syncs covered (``Provider.synced_mask``: no records there,
+    nothing was spent); a day between those without either is missing, so the total is
+    too. Outside its own days a provider does not hold the total back: before its first
+    known day it had not spent yet, and after its last it stopped spending if it is
+    disconnected or has not reported for ``STALE_DAYS``; only a connected provider that
+    is a few days behind makes the last days missing. (Read as missing, one provider
+    with a month of old uploads cut the organization's history to that month.) The
+    total starts on the first day any provider knows."""
+    synced = {p.id: p.synced_days() for p in providers}
+    with_data = [p for p in providers if len(records.get(p.id, ())) or synced[p.id]]
     if not with_data:
         return np.zeros(len(days), dtype=bool)
     known = np.ones(len(days), dtype=bool)
     earliest = days[-1]
     for p in with_data:
         have = records.get(p.id, pd.DatetimeIndex([]))
-        start = pd.Timestamp(p.coverage_start) if p.coverage_start else None
-        end = pd.Timestamp(p.coverage_end) if p.coverage_end else None
+        spans = synced[p.id]
+        start = pd.Timestamp(spans[0][0]) if spans else None
+        end = pd.Timestamp(spans[-1][1]) if spans else None
         first = min(day for day in (start, have.min() if len(have) else None) if day is not None)
         last = max(day for day in (end, have.max() if len(have) else None) if day is not None)
+        # days is consecutive (a date_range): the mask lines up with it
         covered = days.isin(have) | (days < first)
-        if start is not None:
-            covered |= (days >= start) & ((days <= end) if end is not None else True)
+        covered |= p.synced_mask(days[0].date(), len(days))
         if not p.is_active or (days[-1] - last).days > STALE_DAYS:
             covered |= days > last
         known &= covered
