@@ -1,6 +1,7 @@
 """Anomaly detection benchmark: labelled scenarios from the demo generator, scored.
 
     .venv/bin/python bench/anomalies.py [--seeds 1 2 3 4 5] [--speed-series 1000]
+    .venv/bin/python bench/anomalies.py --gap-diagnostic 30 [--gap-growth]
 
 Each scenario type is generated at several seeds with ``costs.demo.generate`` (no random
 spikes of its own), aggregated to daily series per (provider, service), and labelled
@@ -19,6 +20,9 @@ thresholds. Scoring is per event:
 "sync gaps" (days a provider never synced, NaN) is scored by the same rules and printed
 after "all", outside it: "all" stays comparable with earlier runs, whose series were all
 fully synced, and a spike the detector cannot judge yet after a long gap is a miss.
+``--gap-diagnostic N`` runs only that scenario, on seeds 1..N, twice: with its gaps and
+with the gaps' days filled in (what the missing days cost), by gap length, and lists
+every false positive; ``--gap-growth`` gives its providers the demo's growth.
 
 Then the speed run: the pure detector over N service series of 400 days.
 """
@@ -63,7 +67,7 @@ SHIFTS = (1.5, 2.0, 3.0)
 GAP_LENGTHS = (5, 20, 60)
 GAP_SPIKE = 3.0
 GAP_SPIKE_AFTER = (7, 14)  # the spike falls on one of these days after the gap (1 = the first)
-GAP_JUDGED_AFTER = 100  # days after a gap left in the series (a 60-day gap: judged from ~64)
+GAP_JUDGED_AFTER = 100  # days after a gap left in the series (over 14 weeks: judged from ~64)
 TOTAL = ""
 
 
@@ -75,6 +79,8 @@ class Scenario:
     # (provider, series, first day index, last day index of the event window)
     events: list[tuple[str, str, int, int]] = field(default_factory=list)
     ignored: set[tuple[str, str, int]] = field(default_factory=set)
+    # provider -> (first, last) day index of its never-synced gap (sync gaps only)
+    gaps: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _series(dataset: demo.DemoDataset) -> dict[str, dict[str, np.ndarray]]:
@@ -247,14 +253,18 @@ def scenario_noisy_small(seed: int) -> Scenario:
     return _generate(seed, providers)
 
 
-def scenario_sync_gaps(seed: int) -> Scenario:
+def scenario_sync_gaps(seed: int, *, filled: bool = False, growth: bool = False) -> Scenario:
     """Days a provider never synced: every provider at a steady level (no growth), twice,
     each copy with its own gap of 5, 20 or 60 days (by provider and seed) in all of its
     series, NaN as ``provider_series`` makes them. One copy has nothing else; the other a
     3x spike on one of its usage services 7 to 14 days after the gap. Any other flag (the
     days after the gap, a charge on the 1st whose earlier months fell in the gap) is a
-    false positive."""
-    steady = _generate(seed, _with_services(lambda _p, spec: replace(spec, growth_per_year=0.0)))
+    false positive. ``filled``: the same series and events with the gaps' days left in
+    (the control); ``growth``: the demo's own growth (5-60% a year) instead of none."""
+    if growth:
+        steady = _generate(seed)
+    else:
+        steady = _generate(seed, _with_services(lambda _p, spec: replace(spec, growth_per_year=0.0)))
     rng = random.Random(seed * 32452843)
     scenario = Scenario(start=steady.start, series={})
     usage = _usage_services(steady)
@@ -265,8 +275,10 @@ def scenario_sync_gaps(seed: int) -> Scenario:
             series = {key: values.copy() for key, values in services.items()}
             first = rng.randrange(MIN_HISTORY_DAYS + 14, DAYS - length - GAP_JUDGED_AFTER)
             for values in series.values():
-                values[first : first + length] = np.nan
+                if not filled:
+                    values[first : first + length] = np.nan
             scenario.series[name] = series
+            scenario.gaps[name] = (first, first + length - 1)
             if spiked:
                 service = rng.choice([s for p, s in usage if p == provider])
                 day = first + length - 1 + rng.randint(*GAP_SPIKE_AFTER)
@@ -288,6 +300,7 @@ def _gap_length_subsets(scenario: Scenario) -> dict[int, Scenario]:
             series={name: scenario.series[name] for name in names},
             events=[e for e in scenario.events if e[0] in names],
             ignored={i for i in scenario.ignored if i[0] in names},
+            gaps={name: gap for name, gap in scenario.gaps.items() if name in names},
         )
     return subsets
 
@@ -313,6 +326,8 @@ class Score:
     found: int = 0
     series: int = 0
     days_judged: int = 0
+    # (provider, series, day index, actual, upper) of each false positive
+    false_flags: list = field(default_factory=list)
 
 
 def score(scenario: Scenario, thresholds: Thresholds) -> Score:
@@ -348,6 +363,9 @@ def score(scenario: Scenario, thresholds: Thresholds) -> Score:
                 result.true_flags += 1
             else:
                 result.false_positives += 1
+                result.false_flags.append(
+                    (provider, finding.service, finding.index, finding.actual, finding.upper)
+                )
     for provider, name, first, _last in scenario.events:
         result.events += 1
         result.found += (provider, name, first) in flagged
@@ -410,6 +428,51 @@ def run_quality(seeds: list[int], thresholds: Thresholds) -> tuple[float, float]
     return precision, recall
 
 
+def run_gap_diagnostic(seeds: list[int], thresholds: Thresholds, *, growth: bool) -> None:
+    """``sync gaps`` on many seeds, each with its gaps and with the gaps' days filled in:
+    what the missing days cost (spikes missed, false positives), by gap length."""
+    level = "the demo's growth" if growth else "steady level"
+    print(f"Sync gaps diagnostic: seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}), {level}\n")
+    header = "| gap      | events | found, gaps | found, filled | FP, gaps | FP, filled |"
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    runs = {filled: {length: Score() for length in GAP_LENGTHS} for filled in (False, True)}
+    gaps: dict[tuple[int, str], tuple[int, int]] = {}
+    for seed in seeds:
+        for filled in (False, True):
+            scenario = scenario_sync_gaps(seed, filled=filled, growth=growth)
+            gaps.update({(seed, name): gap for name, gap in scenario.gaps.items()})
+            for length, subset in _gap_length_subsets(scenario).items():
+                part = score(subset, thresholds)
+                part.false_flags = [(seed, *flag) for flag in part.false_flags]
+                _add(runs[filled][length], part)
+    for length in (*GAP_LENGTHS, None):
+        gapped, filled = (
+            (by_length[length] if length else _sum(by_length.values()))
+            for by_length in (runs[False], runs[True])
+        )
+        label = f"{length} days" if length else "all"
+        print(
+            f"| {label:<8} | {gapped.events:>6} | {gapped.found:>11} | {filled.found:>13} | "
+            f"{gapped.false_positives:>8} | {filled.false_positives:>10} |"
+        )
+    for filled, by_length in runs.items():
+        for flag in _sum(by_length.values()).false_flags:
+            seed, provider, service, index, actual, upper = flag
+            _first, last = gaps[(seed, provider)]
+            print(
+                f"FP{' (filled)' if filled else ''}: seed {seed}, {provider}, "
+                f"{service or 'total'}, day {index - last} after the gap: {actual:.1f} > {upper:.1f}"
+            )
+
+
+def _sum(scores) -> Score:
+    total = Score()
+    for part in scores:
+        _add(total, part)
+    return total
+
+
 def run_speed(series: int, days: int, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     start = END - timedelta(days=days - 1)
@@ -450,8 +513,16 @@ def main() -> int:
     parser.add_argument("--speed-series", type=int, default=1000)
     parser.add_argument("--speed-days", type=int, default=400)
     parser.add_argument("--sensitivity", type=float, default=Thresholds().sensitivity)
+    parser.add_argument(
+        "--gap-diagnostic", type=int, metavar="SEEDS",
+        help="only the sync gaps scenario on seeds 1..SEEDS, with and without its gaps",
+    )
+    parser.add_argument("--gap-growth", action="store_true", help="the diagnostic with growth")
     args = parser.parse_args()
     thresholds = Thresholds(sensitivity=args.sensitivity)
+    if args.gap_diagnostic:
+        run_gap_diagnostic(list(range(1, args.gap_diagnostic + 1)), thresholds, growth=args.gap_growth)
+        return 0
     started = time.perf_counter()
     precision, recall = run_quality(args.seeds, thresholds)
     print(f"(quality run {time.perf_counter() - started:.1f} s)")

@@ -9,6 +9,7 @@ import pytest
 
 from costs.models import Anomaly
 from costs.services.anomalies import (
+    HISTORY_DAYS,
     Thresholds,
     anomalies_detect,
     anomaly_chart_series,
@@ -25,20 +26,28 @@ DAYS = 260
 GAP = range(140, 160)  # 20 days nothing synced (or, in the control, synced without records)
 TODAY = START + timedelta(days=DAYS)
 FIRST_AFTER = START + timedelta(days=GAP.stop)
+LONG_DAYS = 300
+LONG_GAP = range(140, 200)  # two months nothing synced (a provider's credentials broken)
 
 
 def day(index: int):
     return START + timedelta(days=index)
 
 
-def spend(spike_on: int | None = None) -> dict[str, np.ndarray]:
-    ec2 = weekly_series(days=DAYS, base=400, seed=1)
+def spend(spike_on: int | None = None, *, days=DAYS, gap=GAP) -> dict[str, np.ndarray]:
+    ec2 = weekly_series(days=days, base=400, seed=1)
     if spike_on is not None:
         ec2[spike_on] *= 3
-    series = {"EC2": ec2, "S3": weekly_series(days=DAYS, base=60, weekend=1.0, seed=2)}
+    series = {"EC2": ec2, "S3": weekly_series(days=days, base=60, weekend=1.0, seed=2)}
     for values in series.values():
-        values[GAP.start : GAP.stop] = 0.0  # no records on those days
+        values[gap.start : gap.stop] = 0.0  # no records on those days
     return series
+
+
+def with_charges_on_the_1st(values: np.ndarray, amount: float = 400.0) -> np.ndarray:
+    """``values`` plus a charge billed on the 1st of every month (a support plan)."""
+    dates = np.datetime64(START) + np.arange(len(values))
+    return values + np.where(dates.astype("datetime64[M]").astype("datetime64[D]") == dates, amount, 0.0)
 
 
 def sync(provider, series: dict[str, np.ndarray], first: int, last: int) -> None:
@@ -52,18 +61,21 @@ def sync(provider, series: dict[str, np.ndarray], first: int, last: int) -> None
     replace_window(provider=provider, date_from=day(first), date_to=day(last), totals=totals)
 
 
-def gapped_provider(org, series):
+def gapped_provider(org, series, *, gap=GAP):
     """Synced up to the gap, then again from after it: the second window does not touch
     the first, so the coverage is the second one and the gap's days were never synced."""
+    days = len(series["EC2"])
     provider = ProviderFactory(organization=org)
-    sync(provider, series, 0, GAP.start - 1)
-    sync(provider, series, GAP.stop, DAYS - 1)
-    assert (provider.coverage_start, provider.coverage_end) == (FIRST_AFTER, day(DAYS - 1))
+    sync(provider, series, 0, gap.start - 1)
+    sync(provider, series, gap.stop, days - 1)
+    assert (provider.coverage_start, provider.coverage_end) == (day(gap.stop), day(days - 1))
     return provider
 
 
-def detect(provider):
-    anomalies_detect(provider=provider, start=day(GAP.start), end=day(DAYS - 1), today=TODAY)
+def detect(provider, *, gap=GAP, days=DAYS):
+    anomalies_detect(
+        provider=provider, start=day(gap.start), end=day(days - 1), today=day(days)
+    )
     return {(a.service, a.date) for a in Anomaly.objects.filter(provider=provider)}
 
 
@@ -91,6 +103,61 @@ def test_expected_range_finds_a_spike_soon_after_missing_days():
     values[GAP.start : GAP.stop] = np.nan
     values[GAP.stop + 6] *= 2.5
     assert flagged(values)[0] == {GAP.stop + 6}
+
+
+def test_expected_range_judges_again_from_the_fifth_day_after_a_two_month_gap():
+    values = weekly_series(days=LONG_DAYS)
+    missing = values.copy()
+    missing[LONG_GAP.start : LONG_GAP.stop] = np.nan
+    days, bands = flagged(missing)
+    assert days == set()
+    judged_from = LONG_GAP.stop + 4  # the level now needs 4 of the last 7 days
+    assert not bands.evaluated[0, LONG_GAP.stop : judged_from].any()
+    assert bands.evaluated[0, judged_from:].all()  # not from about the 64th day
+    # The weekday effect and the noise scale of the weeks before the gap.
+    reference = expected_range(values, START)
+    np.testing.assert_allclose(bands.expected[0, judged_from:], reference.expected[0, judged_from:], rtol=0.05)
+    np.testing.assert_allclose(bands.upper[0, judged_from:], reference.upper[0, judged_from:], rtol=0.1)
+
+
+def test_expected_range_finds_a_spike_two_weeks_after_a_two_month_gap():
+    values = weekly_series(days=LONG_DAYS, weekend=0.3, seed=3)
+    values[LONG_GAP.start : LONG_GAP.stop] = np.nan
+    values[LONG_GAP.stop + 13] *= 2.5
+    assert flagged(values)[0] == {LONG_GAP.stop + 13}
+
+
+@pytest.mark.parametrize("length", [45, 60, 90, 97])
+def test_expected_range_expects_charges_on_the_1st_whose_last_billings_were_not_synced(length):
+    """A gap that took the last two to four billings of a charge on the 1st: the next
+    billings are expected from those before the gap, not flagged (a 45-day gap left the
+    1st of the second month after it one earlier billing of three, and it was flagged)."""
+    gap_end = 246  # 2023-09-05: the gaps take the 1sts of August and September (from 90
+    # days July's too, at 97 June's)
+    values = with_charges_on_the_1st(weekly_series(days=gap_end + 120, seed=4))
+    values[gap_end - length : gap_end] = np.nan
+    days, bands = flagged(values)
+    assert days == set()
+    firsts = [i for i in range(gap_end, len(values)) if day(i).day == 1]
+    assert len(firsts) == 4
+    assert bands.evaluated[0, firsts].all()
+    np.testing.assert_allclose(bands.expected[0, firsts], values[firsts], rtol=0.1)
+
+
+def test_expected_range_reads_no_further_back_than_history_days():
+    """The service reads ``HISTORY_DAYS`` before the days it judges: no statistic may
+    reach further back, missing days or not."""
+    values = with_charges_on_the_1st(weekly_series(days=420, base=5.0, seed=5), amount=40.0)
+    values[150:210] = np.nan
+    values[265:280] = np.nan
+    whole = expected_range(values, START)
+    for cut in (60, 120, 180, 230):
+        part = expected_range(values[cut:], START + timedelta(days=cut))
+        for band in ("expected", "lower", "upper"):
+            np.testing.assert_allclose(
+                getattr(part, band)[0, HISTORY_DAYS:], getattr(whole, band)[0, cut + HISTORY_DAYS :],
+                rtol=1e-9, err_msg=f"{band}, series from day {cut}",
+            )
 
 
 def test_material_mask_averages_the_days_present():
@@ -143,6 +210,24 @@ def test_anomalies_detect_finds_a_spike_after_an_unsynced_gap(org):
     spike = GAP.stop + 6
     provider = gapped_provider(org, spend(spike_on=spike))
     assert detect(provider) == {("", day(spike)), ("EC2", day(spike))}
+
+
+@pytest.mark.django_db
+def test_anomalies_detect_finds_a_spike_two_weeks_after_a_two_month_gap(org):
+    spike = LONG_GAP.stop + 13
+    provider = gapped_provider(
+        org, spend(spike_on=spike, days=LONG_DAYS, gap=LONG_GAP), gap=LONG_GAP
+    )
+    assert detect(provider, gap=LONG_GAP, days=LONG_DAYS) == {("", day(spike)), ("EC2", day(spike))}
+
+
+@pytest.mark.django_db
+def test_anomalies_detect_judges_a_steady_provider_soon_after_a_two_month_gap(org):
+    provider = gapped_provider(org, spend(days=LONG_DAYS, gap=LONG_GAP), gap=LONG_GAP)
+    assert detect(provider, gap=LONG_GAP, days=LONG_DAYS) == set()
+    series = provider_series(provider=provider, start=day(LONG_GAP.start), end=day(LONG_DAYS - 1))
+    bands = expected_range(series.total, series.start)
+    assert bands.evaluated[0, series.index(day(LONG_GAP.stop + 4)) :].all()
 
 
 @pytest.mark.django_db

@@ -25,7 +25,8 @@ cannot drag the baseline upward: a spike is one sample among many, never the med
   days). When at least 2 of those months had a significant excess (above the band
   half-width), the day is a recurring-charge day: the median excess is added to the
   expectation and the band widened to the range of the excesses ±10%. A new recurring
-  charge is therefore flagged on its first two billings and expected from its third.
+  charge is therefore flagged on its first two billings and expected from its third
+  (for days never synced among those months, see below).
 * **Minimum history**: a day is judged only when its series has ``MIN_HISTORY_DAYS``
   (119 days, 17 weeks) of data before it — the 112-day noise window plus a week; days
   inside the provider's synced coverage without records count as zero spend.
@@ -34,15 +35,24 @@ cannot drag the baseline upward: a spike is one sample among many, never the med
   as zero spend, a gap made the first days after it look anomalous (a baseline of
   zeros) and its zeros counted in the noise scale. Every statistic above is taken over
   the days present: a week's centred level only over a whole week (the weekday effect
-  is relative to its own week), the weekday effect over at least ``MIN_WEEKS_PRESENT``
-  of its 8 samples, the level now over at least ``MIN_WEEK_PRESENT`` of the last 7 days,
-  the noise scale over the differences present (10% of them trimmed at each end, at
-  least half the window), a recurring charge's neighbours over at least
-  ``MIN_NEIGHBOURS_PRESENT`` of 4, the material-spend mean over the days present. A day
-  short of those, or missing itself, is not judged: after a gap of up to three weeks
-  days are judged again from the fifth day after it, after four to seven weeks from
-  about the 36th, after a longer one from about the 64th (the noise scale is learnt
-  again). Without missing days every statistic is exactly the plain one.
+  is relative to its own week), the level now over at least ``MIN_WEEK_PRESENT`` of the
+  last 7 days, a recurring charge's neighbours over at least ``MIN_NEIGHBOURS_PRESENT``
+  of 4, the material-spend mean over the days present. Where some of its usual samples
+  are missing, a statistic looks further back for as many present ones, so the days
+  after a gap are judged with the weekly pattern, noise and billings of the weeks before
+  it rather than a window cut off at it: the weekday effect takes the 8 most recent same
+  weekdays with an effect among the previous ``WEEKS_REACH`` (22, at least
+  ``MIN_WEEKS_PRESENT``); the noise scale the 112 most recent week-over-week differences
+  present among the previous ``SCALE_REACH`` days (161; 10% of them trimmed at each end,
+  at least half of 112); a recurring charge the 3 most recent months with the day present
+  among the previous ``RECURRING_REACH`` (5), and when only one of them is left (the
+  others never synced) its significant excess alone makes the charge recurring. A day
+  short of those, or missing itself, is not judged: after a gap of up to 14 weeks (98
+  days) days are judged again from the fifth day after it, after a longer one from about
+  the 64th (the noise scale is learnt again). Cut off at the gap, as they were, the
+  statistics judged no day until about the 36th after a gap of four to seven weeks (too
+  few same weekdays) and the 64th after a longer one (too few differences). Without
+  missing days every statistic is exactly the plain one and looks no further back.
 
 Dips are never anomalies: a day is anomalous only when ``actual > upper``, and it is
 recorded only when its impact (``actual - expected``) and deviation percent reach the
@@ -78,9 +88,20 @@ TOP_SERVICES = 5
 MIN_WEEK_PRESENT = 4  # of the last 7 days, for the level now
 MIN_WEEKS_PRESENT = 4  # of the 8 same weekdays, for the weekday effect
 MIN_NEIGHBOURS_PRESENT = 2  # of the 4 same-weekday neighbours of a recurring charge
-# Days read before the detection window: the minimum history (119), which also covers
-# three months back for recurring charges (~92) and those days' neighbours.
-HISTORY_DAYS = MIN_HISTORY_DAYS + 7
+# How far back a statistic looks past days never synced for its usual number of samples
+# (fully synced, those are the most recent ones and it looks no further). After a gap of
+# up to 14 weeks the days after it have the weekday effect, noise scale and recurring
+# charges of the weeks before it from the fifth day; cut off at the gap, a two-month gap
+# left no day judged for 63 days (docs/benchmarks.md, "sync gaps").
+WEEKS_REACH = 22  # same weekdays back, for the 8 most recent with a weekday effect
+SCALE_REACH = 161  # days back, for the 112 most recent week-over-week differences
+RECURRING_REACH = 5  # months back, for the 3 most recent with the day present
+# Days read before the detection window: the furthest back a statistic of a day reaches
+# (the noise scale: 161 days and the week before them; the weekday effect: 22 weeks back
+# from the level's first day, plus 3 for that week's centred level: 164; a recurring
+# charge: up to 153 days back, plus 14 for its neighbours: 167; the minimum history: 119).
+# A changed day shapes the days up to this far after it (costs.services.jobs).
+HISTORY_DAYS = SCALE_REACH + 7
 
 _TRIM = 0.10
 _TRIMMED_STD = 0.6616  # std of a standard normal trimmed by 10% at each end
@@ -162,9 +183,7 @@ def expected_range(
     # The weekday effect of day u: the median of the previous 8 same weekdays' effects.
     season = np.full((m, n), np.nan)
     u = np.arange(7 * WEEKS + 3, n)
-    season[:, u] = _median(
-        weekday_effect[:, u[:, None] - 7 * np.arange(1, WEEKS + 1)], min_present=MIN_WEEKS_PRESENT
-    )
+    season[:, u] = _weekday_effect(weekday_effect, u)
     # The level now: median of the last 7 days without their weekday effects, so a dip
     # or a spike is one sample of seven equals (not a weekday among weekends).
     now = _median(sliding_window_view(y - season, 7, axis=1)[:, t - 7], min_present=MIN_WEEK_PRESENT)
@@ -188,6 +207,20 @@ def expected_range(
     return Bands(expected, lower, upper)
 
 
+def _weekday_effect(effect: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The weekday effect of each day ``u``: the median of the effects of the previous
+    ``WEEKS`` same weekdays or, where some of them are missing, of the ``WEEKS`` most
+    recent present among the previous ``WEEKS_REACH`` (at least ``MIN_WEEKS_PRESENT``)."""
+    back = u[:, None] - 7 * np.arange(1, WEEKS_REACH + 1)
+    recent = effect[:, back[:, :WEEKS]]
+    if not np.isnan(recent).any():
+        return np.median(recent, axis=-1)
+    samples = np.where(back >= 0, effect[:, np.maximum(back, 0)], np.nan)
+    present = ~np.isnan(samples)
+    samples[np.cumsum(present, axis=-1, dtype=np.int16) > WEEKS] = np.nan  # older than the WEEKS most recent
+    return _median(samples, min_present=MIN_WEEKS_PRESENT)
+
+
 def _median(windows: np.ndarray, *, min_present: int) -> np.ndarray:
     """Median over the last axis of the values present (NaN: a day never synced); NaN
     where fewer than ``min_present`` are. Without NaN, exactly ``np.median``."""
@@ -204,16 +237,29 @@ def _noise_scale(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Robust day-to-day noise (log space) before each day ``t``: the 10%-trimmed standard
     deviation of week-over-week differences over the previous ``SCALE_DAYS`` days (each
     spike appears in two differences; the trimming drops up to 8 at each end). A
-    difference with a missing day is left out; NaN with under half the window left."""
+    difference with a missing day is left out, and the ``SCALE_DAYS`` most recent present
+    among the previous ``SCALE_REACH`` days are taken; NaN with under half of
+    ``SCALE_DAYS`` present."""
     diffs = y[:, 7:] - y[:, :-7]  # diffs[u-7] = y[u] - y[u-7]
-    windows = np.sort(sliding_window_view(diffs, SCALE_DAYS, axis=1)[:, t - 7 - SCALE_DAYS], axis=2)
     if np.isnan(diffs).any():
-        spread = _trimmed_spread_of_present(windows)
-    else:
-        cut = int(SCALE_DAYS * _TRIM)
-        central = windows[..., cut : SCALE_DAYS - cut]
-        spread = central.std(axis=2) / _TRIMMED_STD
+        return np.maximum(_trimmed_spread_of_present(_recent_diffs(diffs, t)) / np.sqrt(2.0), SIGMA_FLOOR)
+    windows = np.sort(sliding_window_view(diffs, SCALE_DAYS, axis=1)[:, t - 7 - SCALE_DAYS], axis=2)
+    cut = int(SCALE_DAYS * _TRIM)
+    central = windows[..., cut : SCALE_DAYS - cut]
+    spread = central.std(axis=2) / _TRIMMED_STD
     return np.maximum(spread / np.sqrt(2.0), SIGMA_FLOOR)
+
+
+def _recent_diffs(diffs: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each day ``t``, the ``SCALE_DAYS`` most recent differences present among the
+    previous ``SCALE_REACH`` days, sorted (NaN for the rest, last)."""
+    before = np.full((diffs.shape[0], SCALE_REACH - SCALE_DAYS), np.nan)  # before the series
+    windows = sliding_window_view(np.concatenate([before, diffs], axis=1), SCALE_REACH, axis=1)
+    windows = windows[:, t - 7 - SCALE_DAYS].copy()  # oldest first
+    present = ~np.isnan(windows)
+    newer = np.cumsum(present[..., ::-1], axis=-1, dtype=np.int16)[..., ::-1]  # present from here on
+    windows[newer > SCALE_DAYS] = np.nan
+    return np.sort(windows, axis=-1)[..., :SCALE_DAYS]  # at most SCALE_DAYS present, first
 
 
 def _trimmed_spread_of_present(ordered: np.ndarray) -> np.ndarray:
@@ -244,9 +290,10 @@ def _recurring(x, y, eps, start: date, t: np.ndarray, half: np.ndarray):
     # A month's last day may carry a charge billed at month end, or one billed on the
     # 28th-30th (which lands on a shorter month's last day): each reading is tried, and
     # the first that finds the charge in earlier months gives the expected extra.
+    months = RECURRING_REACH if np.isnan(x).any() else RECURRING_MONTHS  # fully synced: 3
     readings = [
         _recurring_by(excess, local, half, _previous_month_indices(
-            start, n, RECURRING_MONTHS, billed_on=billed_on)[:, t])
+            start, n, months, billed_on=billed_on)[:, t])
         for billed_on in (None, 28, 29, 30)
     ]
     _, *parts = readings[-1]
@@ -257,17 +304,22 @@ def _recurring(x, y, eps, start: date, t: np.ndarray, half: np.ndarray):
 
 def _recurring_by(excess, local, half, idx):
     """(recurring, extra, extra_lo, extra_hi) of the judged days whose earlier months are
-    at ``idx``."""
+    at ``idx`` (most recent first): the ``RECURRING_MONTHS`` most recent with an excess
+    (the day and its neighbours present) count. A charge is recurring when at least
+    ``RECURRING_MIN_MONTHS`` of them had a significant excess, or, when fewer were present
+    (the others never synced), the one present had."""
     valid = idx >= 0
     safe = np.where(valid, idx, 0)
     past_excess = np.where(valid[None], excess[:, safe], np.nan)  # (m, months, T)
-    past_local = np.where(valid[None], local[:, safe], np.nan)
+    present = np.isfinite(past_excess)
+    counted = present & (np.cumsum(present, axis=1) <= RECURRING_MONTHS)
+    past_excess = np.where(counted, past_excess, np.nan)
+    past_local = np.where(counted, local[:, safe], np.nan)
     threshold = np.maximum(past_local, 0.0) * (np.exp(half[:, None, :]) - 1.0) + _EPS_MIN
     significant = np.nan_to_num(past_excess) > threshold
-    available = np.isfinite(past_excess).sum(axis=1)
-    recurring = (significant.sum(axis=1) >= RECURRING_MIN_MONTHS) & (
-        available >= RECURRING_MIN_MONTHS
-    )
+    available = counted.sum(axis=1)
+    needed = np.clip(available, 1, RECURRING_MIN_MONTHS)
+    recurring = significant.sum(axis=1) >= needed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         typical = np.nanmedian(past_excess, axis=1)
