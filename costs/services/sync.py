@@ -191,27 +191,15 @@ def replace_window(
             locked.data_version += 1
         locked.last_synced_at = timezone.now()
         # Every synced window is kept (the forecast and the detector read a day without
-        # records there as no spend); the coverage stays the one span it always was.
+        # records there as no spend). The coverage is the latest of those spans, where a
+        # sync after a pause resumes: a later window that does not touch it replaces it, an
+        # earlier one is left out, and one that fills a gap joins the spans on both sides.
         locked.synced_spans = locked.synced_spans_with(date_from, date_to)
-        locked.coverage_start, locked.coverage_end = _coverage_after(locked, date_from, date_to)
+        locked.coverage_start, locked.coverage_end = locked.synced_days()[-1]
         locked.save(update_fields=["data_version", "last_synced_at", "coverage_start",
                                    "coverage_end", "synced_spans"])
     provider.refresh_from_db()
     return written, changed
-
-
-def _coverage_after(provider: Provider, date_from: date, date_to: date) -> tuple[date, date]:
-    """The provider's coverage (one span: where a sync after a pause resumes) once
-    ``date_from..date_to`` has been synced. A window that does not touch the
-    span is never joined to it across the days between, which nothing synced: a later
-    window replaces the span (the latest data matter most), an earlier one is left out.
-    Every window synced stays in ``synced_spans``, which says which days are known."""
-    start, end = provider.coverage_start, provider.coverage_end
-    if start is None or end is None:
-        return date_from, date_to
-    if date_from <= end + timedelta(days=1) and date_to >= start - timedelta(days=1):
-        return min(start, date_from), max(end, date_to)
-    return (date_from, date_to) if date_from > end else (start, end)
 
 
 # -- PostgreSQL: COPY into a staging table, change by difference -----------------------

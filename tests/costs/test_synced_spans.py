@@ -54,6 +54,19 @@ def paused(org):
 
 
 @pytest.mark.django_db
+def test_synced_spans_a_sync_of_the_gap_joins_the_coverage_across_it(paused):
+    # The coverage is the latest span: filling the pause joins A, the pause and B (it
+    # used to stay pause..B, as if A had never been synced).
+    sync(paused, GAP[0].date(), GAP[-1].date())
+    assert paused.synced_spans == spans((A[0], B[1]))
+    assert (paused.coverage_start, paused.coverage_end) == (A[0], B[1])
+    # An earlier window that touches nothing is kept, and leaves the coverage alone.
+    sync(paused, date(2024, 1, 1), date(2024, 1, 31))
+    assert paused.synced_spans == spans((date(2024, 1, 1), date(2024, 1, 31)), (A[0], B[1]))
+    assert (paused.coverage_start, paused.coverage_end) == (A[0], B[1])
+
+
+@pytest.mark.django_db
 def test_synced_spans_keep_an_older_window_after_a_later_one_that_does_not_touch(paused):
     assert paused.synced_spans == spans(A, B)
     # The coverage means what it always meant: the later window replaced it.
@@ -69,11 +82,11 @@ def test_synced_spans_merge_windows_that_touch_or_overlap(paused):
 
     sync(paused, date(2026, 5, 5), date(2026, 6, 20))  # overlaps both spans
     assert paused.synced_spans == spans((A[0], B[1]))
-    assert (paused.coverage_start, paused.coverage_end) == (date(2026, 5, 5), B[1])
+    assert (paused.coverage_start, paused.coverage_end) == (A[0], B[1])  # one span now
 
     sync(paused, date(2025, 1, 1), date(2025, 1, 31))  # long before: a span of its own
     assert paused.synced_spans == spans((date(2025, 1, 1), date(2025, 1, 31)), (A[0], B[1]))
-    assert (paused.coverage_start, paused.coverage_end) == (date(2026, 5, 5), B[1])
+    assert (paused.coverage_start, paused.coverage_end) == (A[0], B[1])  # one span now
 
 
 @pytest.mark.django_db

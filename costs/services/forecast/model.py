@@ -648,7 +648,7 @@ def _calibrated(
         )
         if not spread.shows(level):
             method += (
-                f"; {len(spread.scores)} origins show levels up to {spread.shown:.2f}, so "
+                f"; {round(spread.count)} origins show levels up to {spread.shown:.2f}, so "
                 "the width is their largest score grown as a Student t tail with 2 "
                 "degrees of freedom"
             )
