@@ -5,8 +5,6 @@ with a provider that is gone."""
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from costs.models import CostRecord, SyncJob, SyncJobProvider
@@ -16,6 +14,7 @@ from costs.tasks import sync_provider
 from providers.models import Provider
 from tests.costs.test_jobs import focus_provider
 from tests.factories import ProviderFactory, SyncJobFactory, SyncJobProviderFactory
+from tests.migrations import migrate_to, migrate_to_latest
 
 pytestmark = pytest.mark.django_db
 
@@ -217,17 +216,10 @@ BEFORE = [("costs", "0003_finance_reviewers_group")]
 AFTER = [("costs", "0004_syncjobprovider_snapshot")]
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.mark.django_db(transaction=True)
 def test_job_history_migration_backfills_the_snapshot_and_reverses():
     try:
-        old = _migrate(BEFORE)
+        old = migrate_to(BEFORE)
         organization = old.get_model("accounts", "Organization").objects.create(
             name="Migrated", slug="migrated")
         provider = old.get_model("providers", "Provider").objects.create(
@@ -235,7 +227,7 @@ def test_job_history_migration_backfills_the_snapshot_and_reverses():
         job = old.get_model("costs", "SyncJob").objects.create(organization=organization)
         old.get_model("costs", "SyncJobProvider").objects.create(job=job, provider=provider)
 
-        new = _migrate(AFTER)
+        new = migrate_to(AFTER)
         entries = new.get_model("costs", "SyncJobProvider").objects
         entry = entries.get(job_id=job.pk)
         assert (entry.provider_pk, entry.provider_name, entry.provider_kind) == (
@@ -243,7 +235,7 @@ def test_job_history_migration_backfills_the_snapshot_and_reverses():
 
         # Back: an entry without its provider cannot stay under the old NOT NULL column.
         entries.filter(pk=entry.pk).update(provider=None)
-        old = _migrate(BEFORE)
+        old = migrate_to(BEFORE)
         assert not old.get_model("costs", "SyncJobProvider").objects.exists()
     finally:
-        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())  # the suite's schema
+        migrate_to_latest()

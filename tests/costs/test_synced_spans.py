@@ -8,8 +8,6 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from costs.services.anomalies import provider_series
 from costs.services.anomalies.service import HISTORY_DAYS
@@ -17,6 +15,7 @@ from costs.services.forecast import service as forecast_service
 from costs.services.sync import replace_window
 from providers.models import Provider
 from tests.factories import ProviderFactory
+from tests.migrations import migrate_to, migrate_to_latest
 
 # Synced until the credentials broke, nothing for May, synced again from mid-June.
 A = (date(2025, 6, 1), date(2026, 4, 30))
@@ -141,17 +140,10 @@ BEFORE = [("providers", "0001_initial")]
 AFTER = [("providers", "0002_provider_synced_spans")]
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.mark.django_db(transaction=True)
 def test_synced_spans_migration_backfills_the_coverage():
     try:
-        old = _migrate(BEFORE)
+        old = migrate_to(BEFORE)
         organization = old.get_model("accounts", "Organization").objects.create(
             name="Migrated", slug="migrated")
         providers = old.get_model("providers", "Provider").objects
@@ -160,12 +152,12 @@ def test_synced_spans_migration_backfills_the_coverage():
         never = providers.create(organization=organization, name="Never", kind="aws",
                                  config={})
 
-        new = _migrate(AFTER)
+        new = migrate_to(AFTER)
         migrated = new.get_model("providers", "Provider").objects
         assert migrated.get(pk=synced.pk).synced_spans == spans(B)
         assert migrated.get(pk=never.pk).synced_spans == []
     finally:
-        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())  # the suite's schema
+        migrate_to_latest()
     # After the backfill, the next sync keeps the coverage's span and adds its own.
     provider = Provider.objects.get(pk=synced.pk)
     sync(provider, *A)
