@@ -70,3 +70,14 @@ def import_root(settings, tmp_path):
     settings.IMPORT_ROOT = root
     settings.UPLOAD_DIR = tmp_path / "uploads"
     return root.resolve()
+
+
+@pytest.fixture
+def run_on_commit(django_capture_on_commit_callbacks):
+    """Run on_commit callbacks (the task enqueue) as a real commit would."""
+
+    def run(callable_, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return callable_(*args, **kwargs)
+
+    return run

@@ -22,17 +22,6 @@ ENTRY_KEYS = {"provider_id", "name", "status", "rows_read", "records_written", "
               "date_to", "error"}
 
 
-@pytest.fixture
-def run_on_commit(django_capture_on_commit_callbacks):
-    """Run on_commit callbacks (the task enqueue) as a real commit would."""
-
-    def run(callable_, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return callable_(*args, **kwargs)
-
-    return run
-
-
 def _run(result: SyncJobProvider) -> None:
     """Run the entry's Celery task as a worker would; an exception in it fails the test."""
     sync_provider.apply(args=[result.pk]).get()

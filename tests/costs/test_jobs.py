@@ -24,17 +24,6 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def run_on_commit(django_capture_on_commit_callbacks):
-    """Run on_commit callbacks (the task enqueue) as a real commit would."""
-
-    def run(callable_, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return callable_(*args, **kwargs)
-
-    return run
-
-
 def focus_provider(org, root, name="AWS Export", rows=None):
     folder = root / org.slug / name.replace(" ", "_")  # inside the organization's folder
     write_focus_csv(
