@@ -375,25 +375,14 @@ def webhook_deliver(*, delivery_id: int, final_attempt: bool = True) -> str | No
     """Make one attempt at a delivery and record it. Raises ``DeliveryRetryable`` on a
     transient failure unless ``final_attempt`` (then the delivery is marked failed).
     Returns the delivery's status (None when it is gone or another worker holds it)."""
-    with transaction.atomic():
-        # The row lock is held during the POST so two workers never send the same
-        # delivery at once; a second worker skips it.
-        delivery = _locked_delivery(delivery_id)
-        if delivery is None:
-            return None
-        if delivery.status in _SETTLED:
-            return delivery.status
-        webhook = delivery.webhook
-        _count_attempt(delivery)
-        if not webhook.is_active:
+
+    def send(delivery: WebhookDelivery) -> DeliveryRetryable | None:
+        if not delivery.webhook.is_active:
             delivery.status, delivery.error = WebhookDelivery.Status.FAILED, "webhook disabled"
-            retry = None
-        else:
-            retry = _settle(delivery, _attempt(delivery, webhook), final_attempt=final_attempt)
-        _save_attempt(delivery)
-    if retry is not None:
-        raise retry
-    return delivery.status
+            return None
+        return _attempt(delivery, delivery.webhook)
+
+    return _recorded_attempt(delivery_id, send, final_attempt=final_attempt)
 
 
 def webhook_attempt_cut_short(*, delivery_id: int, final_attempt: bool = True) -> str | None:
@@ -403,54 +392,48 @@ def webhook_attempt_cut_short(*, delivery_id: int, final_attempt: bool = True) -
     attempt and marks the delivery retrying (raising ``DeliveryRetryable``), or failed on
     the final attempt; one delivered or failed meanwhile is left as it is. Returns the
     delivery's status (None when it is gone or another worker holds it)."""
-    with transaction.atomic():
-        delivery = _locked_delivery(delivery_id)
-        if delivery is None:
-            return None
-        if delivery.status in _SETTLED:
-            return delivery.status
-        _count_attempt(delivery)
+
+    def cut_short(delivery: WebhookDelivery) -> DeliveryRetryable:
         delivery.status = WebhookDelivery.Status.RETRYING
         delivery.response_code = None
         delivery.error = "worker time limit exceeded"
         logger.warning("webhook delivery %s: %s", delivery.id, delivery.error)
-        retry = _settle(delivery, DeliveryRetryable(delivery.error), final_attempt=final_attempt)
-        _save_attempt(delivery)
+        return DeliveryRetryable(delivery.error)
+
+    return _recorded_attempt(delivery_id, cut_short, final_attempt=final_attempt)
+
+
+def _recorded_attempt(delivery_id: int, attempt, *, final_attempt: bool) -> str | None:
+    """One attempt at a delivery, recorded under its row lock: ``attempt(delivery)`` sets
+    the outcome and returns the retry it calls for (None: none); on the final attempt a
+    retry is a failure. The lock is held during the POST so two workers never send the
+    same delivery at once; a second worker skips it (None). A delivery already delivered
+    or failed is left as it is."""
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("webhook")
+            .filter(pk=delivery_id)
+            .first()
+        )
+        if delivery is None:
+            return None
+        if delivery.status in _SETTLED:
+            return delivery.status
+        delivery.attempts += 1
+        delivery.last_attempt_at = timezone.now()
+        retry = attempt(delivery)
+        if retry is not None and final_attempt:
+            delivery.status = WebhookDelivery.Status.FAILED
+            delivery.error = f"{retry} (gave up after {delivery.attempts} attempts)"
+            retry = None
+        delivery.save(
+            update_fields=["status", "attempts", "last_attempt_at", "response_code", "error",
+                           "delivered_at"]
+        )
     if retry is not None:
         raise retry
     return delivery.status
-
-
-def _locked_delivery(delivery_id: int) -> WebhookDelivery | None:
-    return (
-        WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("webhook")
-        .filter(pk=delivery_id)
-        .first()
-    )
-
-
-def _count_attempt(delivery: WebhookDelivery) -> None:
-    delivery.attempts += 1
-    delivery.last_attempt_at = timezone.now()
-
-
-def _settle(
-    delivery: WebhookDelivery, retry: DeliveryRetryable | None, *, final_attempt: bool
-) -> DeliveryRetryable | None:
-    """The retry to raise, or None: a transient failure on the final attempt is final."""
-    if retry is None or not final_attempt:
-        return retry
-    delivery.status = WebhookDelivery.Status.FAILED
-    delivery.error = f"{retry} (gave up after {delivery.attempts} attempts)"
-    return None
-
-
-def _save_attempt(delivery: WebhookDelivery) -> None:
-    delivery.save(
-        update_fields=["status", "attempts", "last_attempt_at", "response_code", "error",
-                       "delivered_at"]
-    )
 
 
 def _attempt(delivery: WebhookDelivery, webhook: AlertWebhook) -> DeliveryRetryable | None:
