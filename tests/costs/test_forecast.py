@@ -375,8 +375,9 @@ def test_forecast_backtest_fit_started_from_a_fit_of_another_scale_is_the_cold_f
     # Prophet fits in units of the largest |log(y + c)|. The forecast's fit, whose history
     # holds a $20,000 day, has twice the scale of a backtest's fit without it: its
     # parameters, taken as they are as the backtest's start, sent the capped fit to a
-    # forecast of 1e45 (every calibration score 3.6-10.5, a 30-day high of 1e10).
-    scope = forecast_model._Scope.build(_steady_with_one_big_day(11), None)
+    # forecast of 1e45 (every calibration score 3.6-10.5, a 30-day high of 1e10). The day
+    # is in the last week, where the fit keeps it (nothing after it says it is one-off).
+    scope = forecast_model._Scope.build(_steady_with_one_big_day(3), None)
     rng = np.random.default_rng(0)
     _, _, whole, _ = forecast_model._fit_once(scope, 400, 30, rng)
     until = 400 - 14
@@ -398,9 +399,15 @@ def test_forecast_after_one_huge_day_scores_it_once():
     # One day in 400 is one miss: the 80% interval holds the usual days only.
     assert spiked.total_low < spiked.total < spiked.total_high < 1.1 * spiked.total
     assert spiked.total_high - spiked.total_low < 3 * (calm.total_high - calm.total_low)
-    # Beyond what the origins show, the tail grows from the largest score: that day's.
+    # The day is left out of the fit: the forecast is the usual days' (it was 6% above
+    # them, and the 80% interval missed their total).
+    assert spiked.total == pytest.approx(calm.total, rel=0.01)
+    assert spiked.total_low < calm.total < spiked.total_high
+    # Beyond what the origins show, the tail grows from the largest score: that day's,
+    # above the forecast only (the low end was $81).
     wide = forecast_model.forecast_from_fit(fit, horizon=30, level=0.95)
     assert wide.total_high > spiked.total + 20_000
+    assert wide.total_low > 0.95 * calm.total
     # Daily bands: the one day's residual no longer widens every simulated day.
     calm_width = np.median(calm.upper - calm.lower)
     assert np.median(spiked.upper - spiked.lower) < 2 * calm_width
@@ -423,6 +430,43 @@ def test_forecast_total_scores_a_miss_shared_by_origins_once():
     # A one-off day of a single origin is its own miss, scored as it is.
     alone = fit_total_spread(np.array([*rows[:1], (2, 30, 0.1, 0.1, -1, 0.1), *rows[3:]]))
     assert alone.weights is None and len(alone.scores) == 3
+
+
+def test_forecast_total_one_off_miss_widens_its_own_side_only():
+    # Origin 1 missed high because of one day above its forecast, origin 2 low because of
+    # one day below it; the others missed by themselves.
+    rows = np.array([
+        (1, 30, 2.0, 0.1, 500, 0.05), (2, 30, -1.5, 0.1, 600, -0.04),
+        *((o, 30, m, 0.1, -1, m) for o, m in [(3, 0.1), (4, -0.2), (5, 0.15), (6, -0.05)]),
+    ])
+    spread = fit_total_spread(rows)
+    sd = spread.sd(0.1)
+    assert sorted(np.round(spread.scores * sd, 4)) == [0.05, 0.1, 0.15, 0.2, 1.5, 2.0]
+    assert sorted(np.round(spread.high_scores * sd, 4)) == [0.04, 0.05, 0.1, 0.15, 0.2, 2.0]
+    assert sorted(np.round(spread.low_scores * sd, 4)) == [0.05, 0.05, 0.1, 0.15, 0.2, 1.5]
+    # Past the level 6 origins show, each side grows from its own largest score.
+    low, high = (spread.log_half_width(0.1, 0.95, side) for side in ("low", "high"))
+    assert high / low == pytest.approx(2.0 / 1.5)
+
+
+def _one_off_days(values) -> list[int]:
+    return list(np.flatnonzero(forecast_model._one_off_days(np.log(np.asarray(values)))))
+
+
+def test_forecast_one_off_days_are_isolated_days_off_their_weekday():
+    rng = np.random.default_rng(3)
+    week = np.tile([1.0, 1.0, 1.0, 1.0, 1.0, 0.4, 0.4], 12)  # weekends well below
+    usual = 100 * week * np.exp(rng.normal(0, 0.03, week.size))
+    assert _one_off_days(usual) == []
+    spiked = usual.copy()
+    spiked[[30, 50]] = [spiked[30] * 5, spiked[50] / 5]  # one day up, one down
+    spiked[-3] *= 5  # the last week: nothing after it says whether it lasts
+    assert _one_off_days(spiked) == [30, 50]
+    stepped = usual * np.where(np.arange(week.size) < 40, 1.0, 3.0)  # a new level
+    assert _one_off_days(stepped) == []
+    missing = spiked.copy()
+    missing[[23, 37]] = np.nan  # the same weekday's neighbours missing: the others judge
+    assert _one_off_days(missing) == [30, 50]
 
 
 @pytest.mark.parametrize("n", [4, 7, 12])

@@ -94,6 +94,11 @@ class TotalSpread:
     tau: float
     scores: np.ndarray
     weights: np.ndarray | None = None  # per score; None: 1 each (see fit_total_spread)
+    # The scores for the side of the interval below the forecast, where they differ: a
+    # miss made by one day above its forecast says nothing of how low a total goes (and
+    # one below, of how high: ``high_scores``). None: ``scores``.
+    low_scores: np.ndarray | None = None
+    high_scores: np.ndarray | None = None
 
     def sd(self, simulated_log_sd):
         return np.sqrt((self.kappa * simulated_log_sd) ** 2 + self.tau**2)
@@ -112,17 +117,20 @@ class TotalSpread:
         """Whether the origins' scores have a position for ``level`` (it is <= ``shown``)."""
         return (self.count + 1) * level <= self.count + 1e-9
 
-    def log_half_width(self, simulated_log_sd: float, level: float) -> float:
-        """Half the width, in log space, of the ``level`` interval of a total. ``n``
-        origins show levels up to n / (n + 1); beyond that the largest score is scaled
-        as the tail of a Student t with 2 degrees of freedom grows (a rank past the
-        largest score is no quantile). Real spend is fat-tailed: scaled as a normal
-        tail, Peyton Manning's 95% intervals held 86-88% of its totals (tuning data;
-        docs/benchmarks.md, "Levels beyond what the origins show, session 5")."""
+    def log_half_width(self, simulated_log_sd: float, level: float, side: str = "high") -> float:
+        """Half the width, in log space, of the ``level`` interval of a total, on its
+        ``side`` ("low" or "high") of the forecast. ``n`` origins show levels up to n /
+        (n + 1); beyond that the largest score is scaled as the tail of a Student t with
+        2 degrees of freedom grows (a rank past the largest score is no quantile). Real
+        spend is fat-tailed: scaled as a normal tail, Peyton Manning's 95% intervals held
+        86-88% of its totals (tuning data; docs/benchmarks.md, "Levels beyond what the
+        origins show, session 5")."""
+        scores = {"low": self.low_scores, "high": self.high_scores}[side]
+        scores = self.scores if scores is None else scores
         if self.shows(level):
-            width = conformal(self.scores, level, self.weights)
+            width = conformal(scores, level, self.weights)
         else:
-            width = float(np.max(self.scores)) * (
+            width = float(np.max(scores)) * (
                 t2_quantile(0.5 + level / 2) / t2_quantile(0.5 + self.shown / 2)
             )
         return width * float(self.sd(simulated_log_sd))
@@ -162,11 +170,19 @@ def fit_total_spread(rows: np.ndarray) -> TotalSpread:
             weights[shared] = 1.0 / len(shared)
             extra_scores.extend(without[shared])
             extra_weights.extend([1.0 - 1.0 / len(shared)] * len(shared))
-    if not extra_scores:
+    if not (one_off >= 0).any():
         return TotalSpread(spread.kappa, spread.tau, scores)
+    # One side of the interval does not take a one-off day's miss: a day above its
+    # forecast there scores its miss without that day for the low side, and one below
+    # for the high side (the miss's sign is the day's: it made most of the miss).
+    miss = ratio[order][last]
+    low, high = scores.copy(), scores.copy()
+    low[(one_off >= 0) & (miss > 0)] = without[(one_off >= 0) & (miss > 0)]
+    high[(one_off >= 0) & (miss < 0)] = without[(one_off >= 0) & (miss < 0)]
     return TotalSpread(
         spread.kappa, spread.tau, np.concatenate([scores, extra_scores]),
-        np.concatenate([weights, extra_weights]),
+        np.concatenate([weights, extra_weights]) if extra_scores else None,
+        np.concatenate([low, extra_scores]), np.concatenate([high, extra_scores]),
     )
 
 

@@ -91,14 +91,15 @@ def _cache_key(organization, providers, last_day: date) -> str:
     forecast's own model; v7: 12 calibration origins; v8: a provider's days outside its
     own span no longer hold the total back, see ``_observed_days``, and the history starts
     with the first spend; v9: warm starts in the fit's own units, residuals clipped in the
-    simulated paths), so a deploy never
+    simulated paths; v10: one-off days left out of the fit, each side of the total's
+    interval its own scores), so a deploy never
     serves an older fit."""
     import hashlib
     import json
 
     state = json.dumps([last_day.isoformat(), _provider_state(providers)])
     digest = hashlib.sha256(state.encode()).hexdigest()[:40]
-    return f"forecast:v9:{organization.id}:{digest}"
+    return f"forecast:v10:{organization.id}:{digest}"
 
 
 def _observed_days(
