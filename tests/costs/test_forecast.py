@@ -408,6 +408,8 @@ def test_forecast_after_one_huge_day_scores_it_once():
     wide = forecast_model.forecast_from_fit(fit, horizon=30, level=0.95)
     assert wide.total_high > spiked.total + 20_000
     assert wide.total_low > 0.95 * calm.total
+    assert "on the day's side of the interval only" in wide.calibration["method"]
+    assert "side" not in calm.calibration["method"]
     # Daily bands: the one day's residual no longer widens every simulated day.
     calm_width = np.median(calm.upper - calm.lower)
     assert np.median(spiked.upper - spiked.lower) < 2 * calm_width

@@ -697,6 +697,11 @@ def _calibrated(
                 "the width is their largest score grown as a Student t tail with 2 "
                 "degrees of freedom"
             )
+        if log_half[0] != log_half[1]:
+            method += (
+                "; a backtest total missed because of one day scores that miss on the "
+                "day's side of the interval only"
+            )
     return z, log_half, {
         "method": method,
         "backtest_origins": origins,
