@@ -469,6 +469,14 @@ def test_forecast_one_off_days_are_isolated_days_off_their_weekday():
     missing = spiked.copy()
     missing[[23, 37]] = np.nan  # the same weekday's neighbours missing: the others judge
     assert _one_off_days(missing) == [30, 50]
+    # Spikes that make a pattern are no one-off days, though each stands out from its
+    # weekday: a fortnightly job, a monthly charge the recurring search did not take out.
+    fortnightly = usual.copy()
+    fortnightly[3::14] *= 5
+    assert _one_off_days(fortnightly) == []
+    monthly = np.tile(usual, 3)
+    monthly[::30] *= 5
+    assert _one_off_days(monthly) == []
 
 
 @pytest.mark.parametrize("n", [4, 7, 12])

@@ -86,6 +86,10 @@ RESIDUAL_WINDOW_DAYS = 365
 # 29-day rolling median, which knew neither weekdays nor new levels, clipped usual days.
 ONE_OFF_SDS = 6.0
 ONE_OFF_WEEKS = 3
+# One-off days are rare: where more than this share of the observed days would be, they
+# are a pattern the fit has to see (a monthly charge the recurring search did not find
+# is one day in 30, a fortnightly job one in 14), and none is left out.
+ONE_OFF_MAX_SHARE = 1 / 40
 # Origins of the calibration backtests, in days before the last complete day ("leads"):
 # ``CALIBRATION_ORIGINS`` of them on a geometric grid from ``CALIBRATION_FIRST_LEAD`` to
 # the furthest lead allowed, rounded to whole weeks (every backtest starts on the
@@ -274,7 +278,8 @@ def _one_off_days(logs: np.ndarray) -> np.ndarray:
     ``ONE_OFF_SDS`` robust sds, in the same direction, both from the median of the same
     weekday in the ``ONE_OFF_WEEKS`` weeks before and from that in the weeks after. A
     level that changes is no one-off day (the weeks after it agree with it), nor is a
-    day of the last week (nothing after it says so yet)."""
+    day of the last week (nothing after it says so yet), nor a day of a pattern (see
+    ``ONE_OFF_MAX_SHARE``)."""
     n = logs.size
     sides = []
     for direction in (-1, 1):
@@ -296,9 +301,12 @@ def _one_off_days(logs: np.ndarray) -> np.ndarray:
     high, low = np.percentile(spread, [75, 25])
     bound = ONE_OFF_SDS * (high - low) / 1.3489795
     with np.errstate(invalid="ignore"):
-        return (
+        one_off = (
             (np.abs(before) > bound) & (np.abs(after) > bound) & (np.sign(before) == np.sign(after))
         )
+    if one_off.sum() > ONE_OFF_MAX_SHARE * np.isfinite(logs).sum():
+        return np.zeros(n, dtype=bool)
+    return one_off
 
 
 def _fit_prophet(
