@@ -176,9 +176,8 @@ def fit_total_spread(rows: np.ndarray) -> TotalSpread:
     # forecast there scores its miss without that day for the low side, and one below
     # for the high side (the miss's sign is the day's: it made most of the miss).
     miss = ratio[order][last]
-    low, high = scores.copy(), scores.copy()
-    low[(one_off >= 0) & (miss > 0)] = without[(one_off >= 0) & (miss > 0)]
-    high[(one_off >= 0) & (miss < 0)] = without[(one_off >= 0) & (miss < 0)]
+    up, down = (one_off >= 0) & (miss > 0), (one_off >= 0) & (miss < 0)
+    low, high = np.where(up, without, scores), np.where(down, without, scores)
     return TotalSpread(
         spread.kappa, spread.tau, np.concatenate([scores, extra_scores]),
         np.concatenate([weights, extra_weights]) if extra_scores else None,

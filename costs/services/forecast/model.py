@@ -280,32 +280,22 @@ def _one_off_days(logs: np.ndarray) -> np.ndarray:
     level that changes is no one-off day (the weeks after it agree with it), nor is a
     day of the last week (nothing after it says so yet), nor a day of a pattern (see
     ``ONE_OFF_MAX_SHARE``)."""
-    n = logs.size
-    sides = []
-    for direction in (-1, 1):
-        weeks = np.full((ONE_OFF_WEEKS, n), np.nan)
-        for w in range(1, ONE_OFF_WEEKS + 1):
-            lag = 7 * w
-            if lag < n:
-                if direction < 0:
-                    weeks[w - 1, lag:] = logs[:-lag]
-                else:
-                    weeks[w - 1, :-lag] = logs[lag:]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            sides.append(logs - np.nanmedian(weeks, axis=0))
-    before, after = sides
+    series = pd.Series(logs)
+    weeks = range(1, ONE_OFF_WEEKS + 1)
+    before, after = (
+        logs - pd.concat([series.shift(sign * 7 * w) for w in weeks], axis=1).median(axis=1).to_numpy()
+        for sign in (1, -1)
+    )
     spread = np.concatenate([before[np.isfinite(before)], after[np.isfinite(after)]])
     if spread.size < 2 * MIN_HISTORY_DAYS:
-        return np.zeros(n, dtype=bool)
-    high, low = np.percentile(spread, [75, 25])
-    bound = ONE_OFF_SDS * (high - low) / 1.3489795
+        return np.zeros(logs.size, dtype=bool)
+    bound = ONE_OFF_SDS * _robust_sd(spread)
     with np.errstate(invalid="ignore"):
         one_off = (
             (np.abs(before) > bound) & (np.abs(after) > bound) & (np.sign(before) == np.sign(after))
         )
     if one_off.sum() > ONE_OFF_MAX_SHARE * np.isfinite(logs).sum():
-        return np.zeros(n, dtype=bool)
+        return np.zeros(logs.size, dtype=bool)
     return one_off
 
 
@@ -384,6 +374,12 @@ def _trend_draws(model, future: pd.DataFrame, rng: np.random.Generator) -> np.nd
         np.random.set_state(state)
 
 
+def _robust_sd(values: np.ndarray) -> float:
+    """The sd of the bulk of ``values``, blind to a few wild ones: IQR / 1.349."""
+    high, low = np.percentile(values, [75, 25])
+    return float(high - low) / 1.3489795
+
+
 def _block_bootstrap(
     residuals: np.ndarray, samples: int, horizon: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -391,8 +387,7 @@ def _block_bootstrap(
     autocorrelation: a bad week stays a bad week). Centred so they add no bias, and held
     within ``RESIDUAL_CLIP`` robust sds: see there."""
     residuals = residuals - np.median(residuals)
-    high, low = np.percentile(residuals, [75, 25])
-    bound = RESIDUAL_CLIP * (high - low) / 1.3489795  # robust sds (IQR / 1.349)
+    bound = RESIDUAL_CLIP * _robust_sd(residuals)
     if bound > 0:
         residuals = np.clip(residuals, -bound, bound)
     n = residuals.size
