@@ -855,7 +855,12 @@ def test_backtest_scores_every_requested_level_from_the_same_fit(monkeypatch):
     }
     assert "of 80%" in rows["model"] and "of 95%" in rows["model, 95%"]
     assert "of 95%" in rows["Koku linear"]
-    assert rows["model"].endswith("% |") and rows["model"].count("|") == 9  # bootstrap column
+    assert rows["model"].count("|") == 10  # bootstrap and perfect-model columns
+    # The perfect model's coverage on the same origin: a mean and its 5-95% range for
+    # the model's rows; the baselines have no calibration to simulate.
+    assert rows["model"].endswith(") |") and rows["model"].split(" | ")[-1].count("%") == 1
+    assert rows["Koku linear"].endswith("| - |")
+    assert any(line.startswith(f"- {name}: ") for line in lines)  # all three cells in range
     # The same fit at a higher level: same point forecast, wider intervals.
     narrow, wide = result[30]["model"], result[30]["model, 95%"]
     assert narrow["ape"] == wide["ape"]
@@ -989,6 +994,62 @@ def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monke
                          daily_seasonality=False, uncertainty_samples=0)
     model.fit(frame, iter=200)
     assert len(calls) == 7 and calls[-1] != calls[0]
+
+
+def test_backtest_perfect_model_scores_the_totals_the_calibration_scores():
+    from costs.management.commands.backtest_forecast import longest_total
+
+    days = pd.date_range("2023-01-01", periods=300)
+    series = pd.Series(100 * np.exp(np.random.default_rng(5).normal(0, 0.1, 300)), days)
+    leads = [14, 35, 63, 100]
+    fit = forecast_model.fit_forecast(series, calibration_leads=leads)
+    total = fit.calibration.total
+    for horizon in (30, 60, 90):
+        for origin, lead in enumerate(fit.calibration.leads, start=1):
+            rows = total[(total[:, 0] == origin) & (total[:, 1] <= horizon)]
+            assert longest_total(int(lead), horizon) == rows[:, 1].max()
+    assert longest_total(3, 30) is None
+
+
+def test_backtest_perfect_model_widths_are_the_production_widths():
+    from costs.management.commands.backtest_forecast import perfect_model_widths
+
+    ordered = np.sort(np.random.default_rng(6).exponential(size=(20, 12)), axis=1)
+    for level in (0.5, 0.8, 0.9, 0.95, 0.99):  # 0.95 and 0.99: past what 12 scores show
+        production = [TotalSpread(1.0, 0.0, row).log_half_width(1.0, level) for row in ordered]
+        assert np.allclose(perfect_model_widths(ordered, level), production)
+
+
+def test_backtest_perfect_model_coverage_shows_shared_holdouts():
+    from costs.management.commands.backtest_forecast import in_range_share, perfect_model_coverage
+
+    def run(origins, horizons, strata=None):
+        strata = strata or ["a"] * len(origins)
+        return perfect_model_coverage(
+            dict.fromkeys(horizons, origins), dict.fromkeys(horizons, strata), [0.8, 0.95],
+            repeats=400,
+        )
+
+    # Calibration holdouts that never overlap, origins a year apart: independent scores,
+    # so the interpolated conformal quantile of 12 covers its level on average (80.3%
+    # for normal scores) and a run of 40 origins strays by the binomial spread only.
+    apart = run([(2000 + 365 * i, tuple(range(100, 1300, 100))) for i in range(40)], [30])
+    assert 78.5 < apart[30, 0.8].mean() < 82.0 and 93.0 < apart[30, 0.95].mean() < 97.0
+    assert apart[30, 0.8].std() < 10
+    # The production grid, origins 6 days apart: holdouts that overlap miss together,
+    # so the 90-day intervals cover less on average and a stretch strays far more.
+    leads = tuple(forecast_model._calibration_leads(2500))
+    stretch = [(2500 + 6 * i, leads) for i in range(40)]
+    near = run(stretch, [30, 90])
+    assert near[90, 0.8].mean() < 79.0 and near[90, 0.8].std() > 9
+    # All horizons of a run come from the same simulated days: their cells move together.
+    assert np.corrcoef(near[30, 0.8], near[90, 0.8])[0, 1] > 0.3
+    both_inside = (np.abs(near[30, 0.8] - 80) <= 5) & (np.abs(near[90, 0.8] - 80) <= 5)
+    assert in_range_share(near) == pytest.approx(100 * both_inside.mean())
+    assert in_range_share(near) < 100 * (np.abs(near[90, 0.8] - 80) <= 5).mean()
+    # Strata are separate series: two of them spread less than one of twice the size.
+    both = run(stretch * 2, [90], ["a"] * 40 + ["b"] * 40)
+    assert both[90, 0.8].std() < near[90, 0.8].std()
 
 
 def test_backtest_coverage_interval_resamples_neighbouring_origins_together():

@@ -69,7 +69,7 @@ from django.db import connections
 
 from costs.demo import generate
 from costs.services.forecast import model
-from costs.services.forecast.calibration import normal_quantile
+from costs.services.forecast.calibration import TotalSpread, normal_quantile, t2_quantile
 
 HORIZONS = (30, 60, 90)
 DEMO_DAYS = 1100
@@ -80,6 +80,7 @@ LEVEL = 0.8
 KOKU_LEVEL = 0.95
 FIRST_REPEATS = 3
 BOOTSTRAP_RESAMPLES = 4000
+PERFECT_REPEATS = 1000
 
 _DATASETS: dict[str, tuple[pd.Series, dict[str, pd.Series] | None]] = {}
 _TUNING: list[bool] = []  # [True] in tuning mode (read by the forked workers)
@@ -237,10 +238,14 @@ def backtest_origin(task: tuple[str, str]) -> tuple[str, dict, float]:
         result[horizon] = {}
         for (method, level), one in fits.items():
             ours = model.forecast_from_fit(one, horizon=horizon, level=level)
-            result[horizon][method if not _TUNING else (method, level)] = _score(
+            score = _score(
                 actual, ours.amount, ours.lower, ours.upper, ours.total_low, ours.total_high,
                 level,
             )
+            # Where the origin sits and its calibration leads: the perfect model's column.
+            leads = tuple(int(lead) for lead in one.calibration.leads)
+            score["origin"] = (series.index.get_loc(cut), leads)
+            result[horizon][method if not _TUNING else (method, level)] = score
         if not _TUNING:
             for level in _LEVELS:
                 result[horizon][_label("seasonal naive", level)] = _score(
@@ -288,16 +293,149 @@ def block_bootstrap_interval(
     return float(low), float(high)
 
 
+def longest_total(lead: int, horizon: int) -> int | None:
+    """The longest backtest total ``model._calibrate`` scores for ``horizon`` from a
+    calibration origin ``lead`` days back (None: it has none)."""
+    reach = min(lead, model.HORIZON_MAX, horizon)
+    lengths = {*range(model.TOTAL_SCORE_STEP, reach + 1, model.TOTAL_SCORE_STEP),
+               *(length for length in model.HORIZONS if length <= reach)}
+    return max(lengths, default=None)
+
+
+def perfect_model_widths(ordered: np.ndarray, level: float) -> np.ndarray:
+    """Per row of sorted scores, the total's half-width in units of its sd, as
+    ``TotalSpread.log_half_width`` takes it (kappa 1, no level error): the
+    split-conformal quantile, or past what the scores show, the largest grown as a
+    Student t(2) tail."""
+    count = ordered.shape[1]
+    spread = TotalSpread(1.0, 0.0, ordered[0])
+    if not spread.shows(level):
+        return ordered[:, -1] * (t2_quantile(0.5 + level / 2) / t2_quantile(0.5 + spread.shown / 2))
+    position = min(max((count + 1) * level, 1.0), float(count))
+    below = int(np.floor(position))
+    low, high = ordered[:, below - 1], ordered[:, min(below, count - 1)]
+    share = position - below
+    if share == 0:
+        return low
+    with np.errstate(divide="ignore", invalid="ignore"):
+        geometric = low * (high / low) ** share
+    return np.where(low > 0, geometric, low + share * (high - low))
+
+
+def perfect_model_coverage(
+    origins: dict[int, list], strata: dict[int, list], levels, repeats: int = PERFECT_REPEATS,
+    seed: int = 0,
+) -> dict[tuple[int, float], np.ndarray]:
+    """Per (horizon, level), the total coverage of ``repeats`` simulated runs of these
+    backtest origins with a perfectly specified model: every day's standardized log
+    miss is an independent N(0, 1), so every total misses by N(0, 1) in units of its
+    sd, with no level error, no change between years and no misfit. ``origins[h]`` are
+    the origins scored at horizon h, each (position of its last day in its series, its
+    calibration leads), and ``strata[h]`` their series. Each series is simulated once
+    per run for every horizon, as a real run scores all horizons on the same days. Each
+    origin scores its calibration origins on the totals production scores
+    (``longest_total``, on the same simulated days, so overlapping holdouts miss
+    together as they do in the real backtests), takes the width of
+    ``perfect_model_widths`` and checks its own total. What a run of the real backtest
+    can show when nothing is wrong with the model: how far one stretch of origins
+    strays from the level (neighbours share outcomes and calibration origins), and
+    where the method's own mean lies."""
+    rng = np.random.default_rng(seed)
+    hits: dict[tuple[int, float], list] = {}
+    for stratum in dict.fromkeys(name for names in strata.values() for name in names):
+        groups = {
+            horizon: [
+                origin
+                for origin, name in zip(origins[horizon], strata[horizon], strict=True)
+                if name == stratum
+            ]
+            for horizon in origins
+        }
+        for key, rows in _stretch_hits(rng, groups, levels, repeats).items():
+            hits.setdefault(key, []).extend(rows)
+    return {key: 100 * np.mean(np.column_stack(rows), axis=1) for key, rows in hits.items()}
+
+
+def _stretch_hits(rng, groups: dict[int, list], levels, repeats: int) -> dict[tuple, list]:
+    """``perfect_model_coverage`` of one series: per (horizon, level), each origin's
+    hits in every simulated run."""
+    scored = [(origin, horizon) for horizon, group in groups.items() for origin in group]
+    if not scored:
+        return {}
+    first = min(position - max(leads, default=0) for (position, leads), _ in scored)
+    days = max(position + horizon for (position, _), horizon in scored) - first + 1
+    sums = np.zeros((repeats, days + 1))
+    np.cumsum(rng.standard_normal((repeats, days)), axis=1, out=sums[:, 1:])
+
+    def miss(start: int, length: int) -> np.ndarray:  # the days start, start + 1, ...
+        begin = start - first
+        return np.abs(sums[:, begin + length] - sums[:, begin]) / math.sqrt(length)
+
+    hits: dict[tuple, list] = {}
+    for (position, leads), horizon in scored:
+        lengths = [(lead, longest_total(lead, horizon)) for lead in leads]
+        lengths = [(lead, length) for lead, length in lengths if length]
+        if not lengths:  # uncalibrated: not what this simulates
+            continue
+        ordered = np.sort(
+            np.column_stack([miss(position + 1 - lead, length) for lead, length in lengths]),
+            axis=1,
+        )
+        own = miss(position + 1, horizon)
+        for level in levels:
+            hits.setdefault((horizon, level), []).append(
+                own <= perfect_model_widths(ordered, level)
+            )
+    return hits
+
+
+def in_range_share(runs: dict[tuple[int, float], np.ndarray], level: float = LEVEL) -> float:
+    """The share of simulated runs whose every horizon's ``level`` cell is within
+    ``level`` +-5 points (the issue's 75-85% for 80%)."""
+    cells = [coverage for (_, at), coverage in runs.items() if at == level]
+    inside = np.all([np.abs(coverage - 100 * level) <= 5 for coverage in cells], axis=0)
+    return 100 * float(np.mean(inside))
+
+
+def _perfect_model_runs(by_horizon: dict) -> tuple[dict, dict]:
+    """The simulated runs of a dataset's origins (``perfect_model_coverage``) and,
+    per (horizon, method) of the model's rows, their mean and 5th-95th percentile."""
+    origins, strata, levels = {}, {}, set()
+    for horizon, methods in by_horizon.items():
+        scored = [acc for acc in methods.values() if acc.get("origins")]
+        if scored:  # every level of the model scores the same origins
+            origins[horizon], strata[horizon] = scored[0]["origins"], scored[0]["strata"]
+            levels |= {acc["level"] for acc in scored}
+    if not origins:
+        return {}, {}
+    runs = perfect_model_coverage(origins, strata, sorted(levels))
+    cells = {}
+    for horizon, methods in by_horizon.items():
+        for method, acc in methods.items():
+            if acc.get("origins") and (horizon, acc["level"]) in runs:
+                coverage = runs[horizon, acc["level"]]
+                low, high = np.percentile(coverage, [5, 95])
+                cells[horizon, method] = f"{coverage.mean():.1f}% ({low:.1f}-{high:.1f})"
+    return runs, cells
+
+
 def _table(rows: list[tuple[str, dict]], spacing: int) -> list[str]:
     """The report: one row per (dataset, horizon, method). The total's coverage carries
     its binomial SE and its block-bootstrap 90% interval (blocks of a holdout's length,
-    ``ceil(horizon / spacing)`` origins; see ``block_bootstrap_interval``)."""
+    ``ceil(horizon / spacing)`` origins; see ``block_bootstrap_interval``); the model's
+    rows also the mean and the 5th-95th percentile of what a perfectly specified model
+    covers on the same origins (``perfect_model_coverage``)."""
     lines = [
         "| dataset | horizon | method | daily MAPE | total error | daily coverage "
-        "| total coverage | total coverage, block bootstrap 90% |",
-        "|---|---|---|---|---|---|---|---|",
+        "| total coverage | total coverage, block bootstrap 90% "
+        "| perfect model's total coverage, mean (5-95%) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    shares = []
     for name, by_horizon in rows:
+        runs, perfect = _perfect_model_runs(by_horizon)
+        if any(level == LEVEL for _, level in runs):
+            shares.append(f"- {name}: {in_range_share(runs):.0f}%")
         for horizon in HORIZONS:
             for method, acc in by_horizon[horizon].items():
                 nominal = f"{acc['level']:.0%}"
@@ -311,8 +449,12 @@ def _table(rows: list[tuple[str, dict]], spacing: int) -> list[str]:
                     f"| {_coverage(acc['covered'])} of {nominal} "
                     f"| {_coverage(acc['total_covered'])} of {nominal} "
                     f"(n={len(acc['total_covered'])}) "
-                    f"| {100 * low:.1f}-{100 * high:.1f}% |"
+                    f"| {100 * low:.1f}-{100 * high:.1f}% "
+                    f"| {perfect.get((horizon, method), '-')} |"
                 )
+    if shares:
+        lines += ["", f"Runs of a perfectly specified model on the same origins ({PERFECT_REPEATS}) "
+                  f"whose {LEVEL:.0%} total cells all fall within {LEVEL:.0%} +-5 points:", *shares]
     return lines
 
 
@@ -347,7 +489,8 @@ def _accumulate(target: dict, result: dict, stratum: str = "") -> None:
         for method, score in methods.items():
             acc = target.setdefault(horizon, {}).setdefault(
                 method,
-                {"ape": [], "covered": [], "total_error": [], "total_covered": [], "strata": []},
+                {"ape": [], "covered": [], "total_error": [], "total_covered": [], "strata": [],
+                 "origins": []},
             )
             acc["level"] = score["level"]
             acc["ape"] += score["ape"]
@@ -356,6 +499,8 @@ def _accumulate(target: dict, result: dict, stratum: str = "") -> None:
                 acc["total_error"].append(score["total_error"])
                 acc["total_covered"].append(score["total_covered"])
                 acc["strata"].append(stratum)
+                if "origin" in score:
+                    acc["origins"].append(score["origin"])
 
 
 # -- speed -------------------------------------------------------------------------------
