@@ -1,6 +1,6 @@
 """How far one stretch of backtests strays from the level with a perfect model.
 
-    .venv/bin/python bench/conformal_stretch.py [--repeats 2000] [--seed 0]
+    .venv/bin/python bench/conformal_stretch.py [--repeats 2000] [--seed 0]   # or: make bench
 
 The forecast's total interval is split-conformal: its width is a quantile of the
 misses of the scope's own calibration backtests (``model.CALIBRATION_ORIGINS`` of them).
@@ -47,7 +47,7 @@ def main() -> None:
     if args.repeats < 2:
         parser.error("--repeats: must be 2 or more")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "infraaudit.settings")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key")
+    os.environ.setdefault("DJANGO_DEBUG", "1")  # settings only: no database, no secrets
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import django
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py            # or: make bench
 
 Ingest and forecast benchmarks use PostgreSQL (DATABASE_URL, or a bench database on
-127.0.0.1:5432 they create); the anomaly benchmark needs no database. Results are
+127.0.0.1:5432 they create); the anomaly and conformal-stretch benchmarks need no database. Results are
 recorded in docs/benchmarks.md.
 """
 
@@ -18,6 +18,7 @@ BENCHES = [
     ["ingest.py", "--rows", "1000000", "4000000"],
     ["forecast.py"],
     ["anomalies.py"],
+    ["conformal_stretch.py"],
 ]
 
 
