@@ -3,8 +3,8 @@
     .venv/bin/python bench/run.py            # or: make bench
 
 Ingest and forecast benchmarks use PostgreSQL (DATABASE_URL, or a bench database on
-127.0.0.1:5432 they create); the anomaly and conformal-stretch benchmarks need no database. Results are
-recorded in docs/benchmarks.md.
+127.0.0.1:5432 they create); the anomaly and conformal-stretch benchmarks need no
+database. Results are recorded in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -31,7 +31,11 @@ independent draws; neighbouring origins share most of their holdout and calibrat
 history, so the real uncertainty is larger. The total's coverage also gets a 90%
 circular block bootstrap interval: the origins of each dataset resampled in runs of a
 holdout's length (``block_bootstrap_interval``), still a lower bound on the uncertainty
-(it only redraws the origins of the stretch that ran).
+(it only redraws the origins of the stretch that ran). The model's rows also give what
+a perfectly specified model covers on the same origins (``perfect_model_coverage``:
+mean and 5th-95th percentile of simulated runs), and each dataset the share of those
+runs whose three 80% total cells all fall within 75-85%: a cell outside that range
+says something about the model, one inside it does not, however far from the level.
 
 Tuning mode (``--tune``): the candidate rules for choosing the calibration origins
 (``TUNE_SHARES`` x ``TUNE_COUNTS`` of ``model._calibration_leads``, and session 2's
