@@ -73,7 +73,12 @@ from django.db import connections
 
 from costs.demo import generate
 from costs.services.forecast import model
-from costs.services.forecast.calibration import TotalSpread, normal_quantile, t2_quantile
+from costs.services.forecast.calibration import (
+    TotalSpread,
+    conformal_between,
+    conformal_position,
+    normal_quantile,
+)
 
 HORIZONS = (30, 60, 90)
 DEMO_DAYS = 1100
@@ -314,16 +319,11 @@ def perfect_model_widths(ordered: np.ndarray, level: float) -> np.ndarray:
     count = ordered.shape[1]
     spread = TotalSpread(1.0, 0.0, ordered[0])
     if not spread.shows(level):
-        return ordered[:, -1] * (t2_quantile(0.5 + level / 2) / t2_quantile(0.5 + spread.shown / 2))
-    position = min(max((count + 1) * level, 1.0), float(count))
-    below = int(np.floor(position))
-    low, high = ordered[:, below - 1], ordered[:, min(below, count - 1)]
-    share = position - below
+        return ordered[:, -1] * spread.tail_growth(level)
+    i, share = conformal_position(np.arange(1.0, count + 1), level)
     if share == 0:
-        return low
-    with np.errstate(divide="ignore", invalid="ignore"):
-        geometric = low * (high / low) ** share
-    return np.where(low > 0, geometric, low + share * (high - low))
+        return ordered[:, i]
+    return conformal_between(ordered[:, i - 1], ordered[:, i], share)
 
 
 def perfect_model_coverage(

@@ -130,10 +130,13 @@ class TotalSpread:
         if self.shows(level):
             width = conformal(scores, level, self.weights)
         else:
-            width = float(np.max(scores)) * (
-                t2_quantile(0.5 + level / 2) / t2_quantile(0.5 + self.shown / 2)
-            )
+            width = float(np.max(scores)) * self.tail_growth(level)
         return width * float(self.sd(simulated_log_sd))
+
+    def tail_growth(self, level: float) -> float:
+        """How much wider than the largest score a ``level`` past what the scores show
+        is: the ratio of the Student t(2) quantiles of ``level`` and of ``shown``."""
+        return t2_quantile(0.5 + level / 2) / t2_quantile(0.5 + self.shown / 2)
 
 
 def fit_total_spread(rows: np.ndarray) -> TotalSpread:
@@ -218,17 +221,30 @@ def conformal(scores: np.ndarray, q: float, weights: np.ndarray | None = None) -
     weights = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
     order = np.argsort(scores, kind="stable")
     ordered, ranks = scores[order], np.cumsum(weights[order])  # rank i at ranks[i]
-    position = min(max((ranks[-1] + 1) * q, ranks[0]), ranks[-1])
-    i = min(int(np.searchsorted(ranks, position - 1e-9)), len(ordered) - 1)
-    if i == 0 or ranks[i] <= position:
+    i, share = conformal_position(ranks, q)
+    if share == 0:
         return float(ordered[i])
-    low, high = ordered[i - 1], ordered[i]
-    share = (position - ranks[i - 1]) / (ranks[i] - ranks[i - 1])
-    if high == low:
-        return float(low)
-    if low > 0:
-        return float(low * (high / low) ** share)
-    return float(low + share * (high - low))
+    return float(conformal_between(ordered[i - 1], ordered[i], share))
+
+
+def conformal_position(ranks: np.ndarray, q: float) -> tuple[int, float]:
+    """Where ``conformal``'s ``q`` quantile lies among sorted scores of cumulative
+    ``ranks``: the index i of the score at or above it, and the share of the way to it
+    from score i - 1 (0: score i itself). It depends on the ranks only, so scores that
+    share them (simulated rows of n unweighted scores) share it."""
+    position = min(max((ranks[-1] + 1) * q, ranks[0]), ranks[-1])
+    i = min(int(np.searchsorted(ranks, position - 1e-9)), len(ranks) - 1)
+    if i == 0 or ranks[i] <= position:
+        return i, 0.0
+    return i, float((position - ranks[i - 1]) / (ranks[i] - ranks[i - 1]))
+
+
+def conformal_between(low, high, share: float):
+    """The point ``share`` of the way from score ``low`` to score ``high`` (numbers or
+    arrays): geometric when ``low`` is positive, linear otherwise."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        geometric = low * (high / low) ** share
+    return np.where(low > 0, geometric, low + share * (high - low))
 
 
 def t2_quantile(p: float) -> float:
