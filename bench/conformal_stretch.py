@@ -8,7 +8,7 @@ Conformal prediction holds its level on average, not in every stretch of history
 neighbouring forecasts share their calibration backtests, and their 30-90-day
 holdouts overlap, so a stretch of backtest origins inherits a few draws' luck.
 
-This runs ``backtest_forecast.perfect_model_coverage`` (the column "perfect model" of
+This runs ``costs.backtests.uncertainty.perfect_model_coverage`` (the column "perfect model" of
 the backtest report) on the report's stretch (50 origins 6 days apart), the wider
 Peyton Manning evaluation's (160, 7 days apart) and the whole series' (304, 7 days
 apart), with the production calibration leads of a 2,500-day history
@@ -52,7 +52,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from costs.management.commands.backtest_forecast import (
+    from costs.backtests.uncertainty import (
         in_range_share,
         perfect_model_coverage,
     )

@@ -10,7 +10,7 @@ The report in docs/benchmarks.md: ``--seeds 1 2 3 4 5 6 --origins 50 --spacing 6
 --spacing 7 --offset 1120 --tune --skip-speed``; the speed part alone, at a load average
 under 0.5: ``--seeds 1 --origins 0 --peyton /nonexistent``.
 
-Runs ``manage.py backtest_forecast`` (see its docstring for the method) on PostgreSQL:
+Runs ``manage.py backtest_forecast`` (``costs.backtests`` describes the method) on PostgreSQL:
 ``DATABASE_URL`` or postgres://postgres@127.0.0.1:5432/infraaudit_forecast_bench, created
 and migrated by this script. Prints the tables that go to docs/benchmarks.md.
 """
