@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 
 from costs.demo import generate
-from costs.services.forecast import model
+from costs.services.forecast import usage
 
 FIRST_REPEATS = 3
 
@@ -72,9 +72,9 @@ def _first_forecasts(org) -> tuple[list[float], int]:
     firsts, fits = [], 0
     for _ in range(FIRST_REPEATS):
         cache.clear()
-        fits_before = model.FIT_COUNTER["fits"]
+        fits_before = usage.FIT_COUNTER["fits"]
         firsts.append(_timed(lambda: cost_forecast(organization=org, days=30)))
-        fits = model.FIT_COUNTER["fits"] - fits_before
+        fits = usage.FIT_COUNTER["fits"] - fits_before
     return firsts, fits
 
 
@@ -101,7 +101,7 @@ def speed_rows(stdout) -> list[str]:
 
     membership, providers = _speed_scope(stdout)
     org = membership.organization
-    import_seconds = _timed(model._prophet_class)
+    import_seconds = _timed(usage.prophet_class)
     load = os.getloadavg()[0]
     firsts, fits = _first_forecasts(org)
     cached = [_timed(lambda d=days: cost_forecast(organization=org, days=d))

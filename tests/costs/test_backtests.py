@@ -15,6 +15,7 @@ from costs.backtests.uncertainty import (
     perfect_model_coverage,
     perfect_model_widths,
 )
+from costs.services.forecast import FIT_COUNTER
 from costs.services.forecast import model as forecast_model
 from costs.services.forecast.calibration import TotalSpread
 
@@ -41,10 +42,10 @@ def test_backtest_scores_every_requested_level_from_the_same_fit(monkeypatch):
     series = pd.Series(weekly * np.exp(np.random.default_rng(3).normal(0, 0.1, 211)), days)
     monkeypatch.setitem(runner.DATASETS, "synthetic", (series, None))
     monkeypatch.setattr(runner, "LEVELS", [0.8, 0.95])
-    fits = forecast_model.FIT_COUNTER["fits"]
+    fits = FIT_COUNTER["fits"]
     name, result, _ = runner.backtest_origin(("synthetic", "2024-04-30"))
     calibration_fits = len(forecast_model._calibration_leads(121))
-    assert forecast_model.FIT_COUNTER["fits"] - fits == 1 + calibration_fits  # one fit
+    assert FIT_COUNTER["fits"] - fits == 1 + calibration_fits  # one fit
     accumulated: dict = {}
     accumulate(accumulated, result)
     lines = report_table([(name, accumulated)], spacing=7)

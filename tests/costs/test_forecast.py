@@ -18,6 +18,7 @@ from costs.models import CostRecord, SyncJob, SyncJobProvider
 from costs.services.forecast import cost_forecast, forecast_series
 from costs.services.forecast import model as forecast_model
 from costs.services.forecast import service as forecast_service
+from costs.services.forecast import usage as forecast_usage
 from costs.services.forecast.calibration import Calibration, TotalSpread, fit_total_spread
 from costs.services.jobs import sync_job_finish_if_done
 from costs.services.sync import replace_window
@@ -452,7 +453,7 @@ def test_forecast_total_one_off_miss_widens_its_own_side_only():
 
 
 def _one_off_days(values) -> list[int]:
-    return list(np.flatnonzero(forecast_model._one_off_days(np.log(np.asarray(values)))))
+    return list(np.flatnonzero(forecast_usage._one_off_days(np.log(np.asarray(values)))))
 
 
 def test_forecast_one_off_days_are_isolated_days_off_their_weekday():
@@ -826,7 +827,7 @@ def test_forecast_hands_cmdstanpy_arrays_with_the_same_json_and_fit(monkeypatch)
     days = pd.date_range("2024-01-01", periods=120)
     history = pd.Series(50 + 5 * np.sin(np.arange(120) * 2 * np.pi / 7) + np.arange(120) / 10,
                         index=days)
-    ours, real = [], forecast_model._stan_arrays
+    ours, real = [], forecast_usage._stan_arrays
 
     def compared(init, data):
         arrays, lists = real(init, data), CmdStanPyBackend.prepare_data(init, data)
@@ -836,10 +837,10 @@ def test_forecast_hands_cmdstanpy_arrays_with_the_same_json_and_fit(monkeypatch)
         ours.append(1)
         return arrays
 
-    monkeypatch.setattr(forecast_model, "_stan_arrays", compared)
+    monkeypatch.setattr(forecast_usage, "_stan_arrays", compared)
     fast = forecast_model.fit_forecast(history, calibrate=False)
     assert len(ours) == 1
-    monkeypatch.setattr(forecast_model, "_stan_arrays", CmdStanPyBackend.prepare_data)
+    monkeypatch.setattr(forecast_usage, "_stan_arrays", CmdStanPyBackend.prepare_data)
     plain = forecast_model.fit_forecast(history, calibrate=False)
     assert np.array_equal(fast.center, plain.center)
     assert np.array_equal(fast.total_log_sd, plain.total_log_sd)
@@ -850,7 +851,7 @@ def test_forecast_skips_a_backtest_whose_fit_cmdstan_could_not_finish(monkeypatc
     # Prophet raises RuntimeError: that origin is left out (logged), the forecast stands.
     days = pd.date_range("2024-01-01", periods=200)
     history = pd.Series(50 + 5 * np.sin(np.arange(200) * 2 * np.pi / 7), index=days)
-    calls, real = [], forecast_model._stan_arrays
+    calls, real = [], forecast_usage._stan_arrays
 
     def third_fails(init, data):
         calls.append(1)
@@ -859,7 +860,7 @@ def test_forecast_skips_a_backtest_whose_fit_cmdstan_could_not_finish(monkeypatc
         return real(init, data)
 
     full = forecast_model.fit_forecast(history)
-    monkeypatch.setattr(forecast_model, "_stan_arrays", third_fails)
+    monkeypatch.setattr(forecast_usage, "_stan_arrays", third_fails)
     with caplog.at_level("WARNING", logger=forecast_model.__name__):
         fit = forecast_model.fit_forecast(history)
     assert fit.calibration.origins == full.calibration.origins - 1
@@ -879,9 +880,9 @@ def test_forecast_log_reads_a_stopped_optimizer_as_a_newton_refit():
 
     from cmdstanpy.utils import get_logger
 
-    forecast_model._prophet_class()
-    forecast_model._prophet_class()  # once per process is enough: no second filter
-    assert sum(isinstance(f, forecast_model._NewtonRefit) for f in get_logger().filters) == 1
+    forecast_usage.prophet_class()
+    forecast_usage.prophet_class()  # once per process is enough: no second filter
+    assert sum(isinstance(f, forecast_usage._NewtonRefit) for f in get_logger().filters) == 1
     records = []
 
     class Keep(logging.Handler):
@@ -916,7 +917,7 @@ def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monke
         return original(self, seasonal_features, modes)
 
     monkeypatch.setattr(prophet.Prophet, "regressor_column_matrix", counting)
-    monkeypatch.setattr(forecast_model, "_COMPONENT_CACHED", {})
+    monkeypatch.setattr(forecast_usage, "_COMPONENT_CACHED", {})
     days = pd.date_range("2024-01-01", periods=90)
     frame = pd.DataFrame({"ds": days, "y": 5 + np.sin(np.arange(90) * 2 * np.pi / 7)})
     future = pd.DataFrame({"ds": pd.date_range("2024-03-31", periods=10)})
@@ -927,7 +928,7 @@ def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monke
         model.fit(data, iter=200)
         return model.predict(future)
 
-    cached_class = forecast_model._prophet_class()
+    cached_class = forecast_usage.prophet_class()
     first = fit_and_predict(cached_class, frame)
     assert len(calls) == 2  # Prophet's own: once for the fit, once for the predict
     second = fit_and_predict(cached_class, frame.iloc[7:])

@@ -1,13 +1,13 @@
 """Cost forecasts whose intervals mean what they say.
 
-``model``: the pure numpy/pandas/Prophet core (fit, simulate, calibrate, answer a horizon),
-used by the service and by the backtests; ``recurring``: fixed-day monthly charges;
+``model``: the pure numpy/pandas/Prophet core (fit, calibrate, answer a horizon), used by
+the service and by the backtests; ``usage``: Prophet in log space and the simulated
+paths; ``recurring``: fixed-day monthly charges;
 ``calibration``: backtest scores and their quantiles; ``service``: ``cost_forecast``,
 the Django entry point (history rules, currency, caching, one fit under concurrency).
 """
 
 from costs.services.forecast.model import (
-    FIT_COUNTER,
     HORIZON_MAX,
     HORIZONS,
     MIN_HISTORY_DAYS,
@@ -24,6 +24,7 @@ from costs.services.forecast.service import (
     cost_forecast,
     forecasts_warm,
 )
+from costs.services.forecast.usage import FIT_COUNTER
 
 __all__ = [
     "FIT_COUNTER",

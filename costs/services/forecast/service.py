@@ -15,11 +15,11 @@ import pandas as pd
 from costs.services.forecast.model import (
     HORIZONS,
     MIN_HISTORY_DAYS,
-    TRAIN_WINDOW_DAYS,
     FittedForecast,
     fit_forecast,
     forecast_from_fit,
 )
+from costs.services.forecast.usage import TRAIN_WINDOW_DAYS
 
 logger = logging.getLogger(__name__)
 
