@@ -10,8 +10,16 @@ import statistics
 import time
 from datetime import timedelta
 
+from django.core.cache import cache
+from django.test import Client
+
+from accounts.models import Membership
+from accounts.services import api_key_create, membership_ensure
 from costs.demo import generate
-from costs.services.forecast import usage
+from costs.models import CostRecord
+from costs.selectors import utc_today
+from costs.services.forecast import cost_forecast, usage
+from providers.models import Provider
 
 FIRST_REPEATS = 3
 
@@ -19,12 +27,6 @@ FIRST_REPEATS = 3
 def _speed_scope(stdout):
     """The demo's three providers with 730 days of history up to yesterday, in the
     database as a sync would leave them; returns (membership, providers by name)."""
-    from accounts.models import Membership
-    from accounts.services import membership_ensure
-    from costs.models import CostRecord
-    from costs.selectors import utc_today
-    from providers.models import Provider
-
     membership = membership_ensure(
         org_name="bench-forecast", username="bench-forecast", role=Membership.Role.ADMIN
     )
@@ -65,10 +67,6 @@ def _timed(call) -> float:
 def _first_forecasts(org) -> tuple[list[float], int]:
     """First forecasts of the organization (the cache cleared before each) and the
     Prophet fits one of them takes."""
-    from django.core.cache import cache
-
-    from costs.services.forecast import cost_forecast
-
     firsts, fits = [], 0
     for _ in range(FIRST_REPEATS):
         cache.clear()
@@ -80,10 +78,6 @@ def _first_forecasts(org) -> tuple[list[float], int]:
 
 def _http_forecasts(membership) -> tuple[float, list[float]]:
     """The process's first (warm-up) request and 21 cached ones through the API."""
-    from django.test import Client
-
-    from accounts.services import api_key_create
-
     _, raw_key = api_key_create(membership=membership, name="bench")
     client = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}", HTTP_HOST="localhost")
 
@@ -97,8 +91,6 @@ def _http_forecasts(membership) -> tuple[float, list[float]]:
 
 def speed_rows(stdout) -> list[str]:
     """Speed rows: first and cached forecasts of a 2-year organization scope."""
-    from costs.services.forecast import cost_forecast
-
     membership, providers = _speed_scope(stdout)
     org = membership.organization
     import_seconds = _timed(usage.prophet_class)

@@ -44,7 +44,6 @@ def _check_arguments(*, origins, spacing, offset, levels, jobs) -> None:
         raise CommandError("; ".join(problems))
 
 
-
 class Command(BaseCommand):
     help = "Backtest the cost forecast against seasonal-naive and Koku's linear forecast."
 
