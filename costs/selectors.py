@@ -68,9 +68,12 @@ class Overview:
     by_provider: list[tuple[Provider, Decimal]]
 
 
-def cost_overview(*, organization: Organization, today: date | None = None) -> Overview:
+def cost_overview(
+    *, organization: Organization, provider: Provider | None = None, today: date | None = None
+) -> Overview:
     """Month to date, last month, the month-over-month change on comparable days, and the
-    month to date of every provider of the organization, largest first."""
+    month to date of every provider of the organization, largest first; of ``provider``
+    alone when given (an organization billed in several currencies has no one total)."""
     today = today or utc_today()
     month_start = today.replace(day=1)
     last_month_end = month_start - timedelta(days=1)
@@ -79,8 +82,8 @@ def cost_overview(*, organization: Organization, today: date | None = None) -> O
         day=min(today.day, calendar.monthrange(last_month_start.year, last_month_start.month)[1])
     )
 
-    qs = _records(organization=organization)
-    currency = single_currency(qs.filter(day__gte=last_month_start, day__lte=today))
+    qs = _records(organization=organization, provider=provider)
+    currency = single_currency(qs.filter(day__gte=last_month_start, day__lte=today), provider)
     current = _billed_total(qs, month_start, today)
     last_month = _billed_total(qs, last_month_start, last_month_end)
     comparable = _billed_total(qs, last_month_start, comparable_end)
@@ -96,7 +99,7 @@ def cost_overview(*, organization: Organization, today: date | None = None) -> O
         .annotate(total=Sum("billed_amount"))
         .values_list("provider_id", "total")
     )
-    providers = list(Provider.objects.filter(organization=organization))
+    providers = [provider] if provider else list(Provider.objects.filter(organization=organization))
     by_provider = sorted(
         ((p, per_provider.get(p.id) or ZERO) for p in providers),
         key=lambda item: (-item[1], item[0].name),

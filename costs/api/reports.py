@@ -49,13 +49,19 @@ OverviewResponse = inline_serializer(
 class OverviewView(APIView):
     @extend_schema(
         summary="Month to date, last month and month-over-month change",
-        description="Billed spend of the organization. `mom_change_percent` compares month "
+        description="Billed spend of the organization, or of the provider `provider_id` "
+        "(then `by_provider` holds that provider only). `mom_change_percent` compares month "
         "to date with the same days of last month (null when that is zero). 422 when the "
-        "organization is billed in several currencies.",
+        "scope is billed in several currencies: an organization whose providers bill in "
+        "different currencies gets each provider's overview with `provider_id`.",
+        parameters=[ProviderScopedQuery],
         responses={200: OverviewResponse},
     )
     def get(self, request):
-        overview = cost_overview(organization=request_org(request))
+        params = parse_query(ProviderScopedQuery, request)
+        overview = cost_overview(
+            organization=request_org(request), provider=scoped_provider(request, params)
+        )
         currency = overview.currency
         return Response(
             {

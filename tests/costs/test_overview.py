@@ -204,6 +204,43 @@ def test_overview_mixed_currencies_is_422_naming_them(api, org, today):
 
 
 @pytest.mark.django_db
+def test_overview_of_one_provider_answers_an_organization_of_several_currencies(api, org, today):
+    # The 422 above tells the client to scope the request with provider_id: each
+    # provider's overview is then in its own currency, its by_provider that provider only.
+    today(date(2024, 3, 31))
+    dollars = ProviderFactory(organization=org, name="AWS")
+    euros = ProviderFactory(organization=org, name="Azure")
+    _spend(dollars, date(2024, 2, 10), "40", currency="USD")
+    _spend(dollars, date(2024, 3, 10), "30", currency="USD")
+    _spend(euros, date(2024, 2, 5), "200", currency="EUR")
+    _spend(euros, date(2024, 3, 5), "100", currency="EUR")
+    _spend(euros, date(2024, 3, 6), "50", currency="EUR")
+    assert api.get(URL).status_code == 422
+
+    body = _get(api, f"{URL}?provider_id={euros.id}")
+    assert body["current_month"] == {
+        "amount": 150, "currency": "EUR", "from": "2024-03-01", "to": "2024-03-31"
+    }
+    assert body["last_month"] == {"amount": 200, "currency": "EUR"}
+    assert body["mom_change_percent"] == Decimal("-25.0")
+    assert body["by_provider"] == [{"provider_id": euros.id, "name": "Azure", "amount": 150}]
+    body = _get(api, f"{URL}?provider_id={dollars.id}")
+    assert body["current_month"]["amount"] == 30 and body["current_month"]["currency"] == "USD"
+    assert body["by_provider"] == [{"provider_id": dollars.id, "name": "AWS", "amount": 30}]
+
+
+@pytest.mark.django_db
+def test_overview_provider_id_must_be_a_provider_of_the_organization(api, other_api, org, today):
+    today(date(2024, 3, 31))
+    mine = ProviderFactory(organization=org)
+    response = api.get(f"{URL}?provider_id=x")
+    assert response.status_code == 400
+    assert set(response.json()["details"]) == {"provider_id"}
+    assert api.get(f"{URL}?provider_id=999999").status_code == 404
+    assert other_api.get(f"{URL}?provider_id={mine.id}").status_code == 404  # tenancy
+
+
+@pytest.mark.django_db
 def test_overview_single_non_default_currency_is_reported(api, org, today):
     today(date(2024, 3, 31))
     _spend(ProviderFactory(organization=org), date(2024, 3, 1), "1", currency="EUR")
@@ -217,7 +254,7 @@ def test_overview_single_non_default_currency_is_reported(api, org, today):
 def test_overview_viewer_reads_and_unknown_params_are_ignored(viewer_api, org, today):
     today(date(2024, 3, 31))
     _spend(ProviderFactory(organization=org), date(2024, 3, 2), "3")
-    body = _get(viewer_api, URL + "/?days=abc&provider_id=x")
+    body = _get(viewer_api, URL + "/?days=abc&group_by=x")
     assert body["current_month"]["amount"] == Decimal("3.00")
 
 
