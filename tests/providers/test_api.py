@@ -170,6 +170,13 @@ def test_provider_list_ignores_unknown_query_parameters(api, org):
         ("azure", VALID["azure"][0], {"tenant_id": "t"}, ("credentials", "client_id")),
         ("focus", {"uri": "s3://UPPER_case"}, None, ("config", "uri")),
         ("focus", {"uri": "s3://bucket/", "extra": 1}, None, ("config", "extra")),
+        # A number or a boolean where a string belongs is refused, not turned into text
+        # ({"uri": 5} was once the folder .../5).
+        ("focus", {"uri": 5}, None, ("config", "uri")),
+        ("aws", {"account_id": 123456789012}, None, ("config", "account_id")),
+        ("gcp", {**VALID["gcp"][0], "location": True}, None, ("config", "location")),
+        ("azure", VALID["azure"][0], {"tenant_id": 1, "client_id": "c", "client_secret": "s"},
+         ("credentials", "tenant_id")),
     ],
 )
 def test_provider_create_invalid_settings_is_400_naming_the_key(
