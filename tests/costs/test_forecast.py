@@ -944,3 +944,18 @@ def test_forecast_prophet_builds_its_component_matrix_once_per_model_shape(monke
                          daily_seasonality=False, uncertainty_samples=0)
     model.fit(frame, iter=200)
     assert len(calls) == 7 and calls[-1] != calls[0]
+
+
+def test_forecast_method_counts_the_origins_that_scored_a_total():
+    # A missing day in the first week of the nearest backtest's holdout leaves that
+    # origin without a total: the method says how many origins the width rests on.
+    days = pd.date_range("2024-01-01", periods=70)
+    values = 100 * np.exp(np.random.default_rng(8).normal(0, 0.1, 70))
+    values[70 - 12] = np.nan
+    fit = forecast_model.fit_forecast(pd.Series(values, index=days))
+    assert list(fit.calibration.leads) == [14, 21, 28]
+    method = forecast_model.forecast_from_fit(fit, horizon=30, level=0.95).calibration["method"]
+    assert "; 2 origins show levels up to 0.67 (1 more had no complete total to score)" in method
+    complete = forecast_model.fit_forecast(pd.Series(np.nan_to_num(values, nan=100.0), index=days))
+    method = forecast_model.forecast_from_fit(complete, horizon=30, level=0.95).calibration["method"]
+    assert "; 3 origins show levels up to 0.75, so" in method

@@ -399,9 +399,12 @@ def _calibrated(
             "on their longest totals"
         )
         if not spread.shows(level):
+            scored = round(spread.count)
+            method += f"; {scored} origins show levels up to {spread.shown:.2f}"
+            if origins > scored:  # a holdout with a missing day in its first week
+                method += f" ({origins - scored} more had no complete total to score)"
             method += (
-                f"; {round(spread.count)} origins show levels up to {spread.shown:.2f}, so "
-                "the width is their largest score grown as a Student t tail with 2 "
+                ", so the width is their largest score grown as a Student t tail with 2 "
                 "degrees of freedom"
             )
         if log_half[0] != log_half[1]:
