@@ -123,6 +123,10 @@ def exception_handler(exc, context):
 
     if isinstance(exc, ApiError):
         body = error_body(str(exc.detail), exc.error_code, exc.details)
+    elif isinstance(exc, exceptions.ParseError):
+        # A body that is no JSON at all: the same code as a body that fails validation,
+        # with the whole body as the offending part.
+        body = error_body(str(exc.detail), "INVALID_BODY", {"body": [str(exc.detail)]})
     elif isinstance(exc, exceptions.ValidationError):
         details = _flatten(exc.detail)
         if not isinstance(details, dict):

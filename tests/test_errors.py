@@ -137,7 +137,8 @@ def test_errors_body_not_an_object_is_400(api):
 @pytest.mark.django_db
 def test_errors_malformed_json_is_400(api):
     response = api.post("/api/v1/providers", "{not json", content_type="application/json")
-    _assert_error(response, 400, "INVALID_REQUEST")
+    body = _assert_error(response, 400, "INVALID_BODY")  # as a body that fails validation
+    assert list(body["details"]) == ["body"]
 
 
 @pytest.mark.django_db

@@ -86,8 +86,9 @@ def _deep(levels: int) -> str:
 def test_deeply_nested_body_is_400_not_500(api, anomaly, levels):
     for url in (SYNC, _dismiss_url(anomaly), PROVIDERS):
         response = api.post(url, _deep(levels), content_type="application/json")
-        body = _error(response, 400, "INVALID_REQUEST")
+        body = _error(response, 400, "INVALID_BODY")
         assert "JSON nested too deeply" in body["error"]
+        assert list(body["details"]) == ["body"]
     assert not SyncJob.objects.exists()
     anomaly.refresh_from_db()
     assert anomaly.status == Anomaly.Status.ACTIVE
@@ -103,7 +104,9 @@ def test_nested_body_within_the_limit_still_parses(api, anomaly):
 @pytest.mark.django_db
 def test_malformed_json_is_still_400(api):
     response = api.post(SYNC, '{"provider_id": ', content_type="application/json")
-    assert "JSON parse error" in _error(response, 400, "INVALID_REQUEST")["error"]
+    body = _error(response, 400, "INVALID_BODY")
+    assert "JSON parse error" in body["error"]
+    assert "JSON parse error" in body["details"]["body"][0]
 
 
 # --- bodies that are not JSON objects --------------------------------------------------
