@@ -153,6 +153,12 @@ def json_404(request, exception=None):
     return JsonResponse(error_body("not found", "NOT_FOUND"), status=404)
 
 
+def api_not_found(request, *args, **kwargs):
+    """Any /api/ path no route matches: a JSON 404 with DEBUG on too, where Django would
+    answer its HTML debug page (``handler404`` only serves DEBUG off)."""
+    return JsonResponse(error_body(f"no endpoint {request.path}", "NOT_FOUND"), status=404)
+
+
 def json_400(request, exception=None):
     if _html_page(request):
         return bad_request(request, exception)

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from infraaudit import health
+from infraaudit import errors, health
 
 urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="healthz"),
@@ -11,6 +11,7 @@ urlpatterns = [
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("providers.api.urls")),
     path("api/v1/", include("costs.api.urls")),
+    re_path(r"^api/", errors.api_not_found),  # after every API route
     path("admin/", admin.site.urls),
 ]
 

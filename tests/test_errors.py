@@ -60,9 +60,15 @@ def test_errors_viewer_write_is_403(viewer_api):
 @pytest.mark.parametrize(
     "path", ["/api/v1/nothing", "/api/v1/nothing/", "/api/v2/providers", "/api/", "/api/v1/costs"]
 )
-def test_errors_unknown_api_path_is_json_404(api, path):
+@pytest.mark.parametrize("debug", [False, True])
+def test_errors_unknown_api_path_is_json_404(api, settings, path, debug):
+    # With DEBUG on (the demo) too, where Django answers its HTML debug page.
+    settings.DEBUG = debug
     body = _assert_error(api.get(path), 404, "NOT_FOUND")
     assert body["details"] == {}
+    assert path in body["error"]
+    for wrong in ("/api/v1/jobs/abc", "/api/v1/costs/anomalies/7", "/api/v1/jobs"):
+        _assert_error(api.get(wrong), 404, "NOT_FOUND")
 
 
 @pytest.mark.django_db
