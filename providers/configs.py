@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from rest_framework import serializers
 
+from infraaudit.fields import PatternField, TextField
+
 if TYPE_CHECKING:
     from accounts.models import Organization
 
@@ -32,27 +34,6 @@ _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
 
-class _TextOnly:
-    """A string field that takes JSON strings only: a number or a boolean where a config
-    value belongs is a mistake to report (``{"uri": 5}`` became the folder ``.../5``), not
-    a value to turn into text."""
-
-    default_error_messages = {"not_text": "must be a string"}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("not_text")
-        return super().to_internal_value(data)
-
-
-class _Text(_TextOnly, serializers.CharField):
-    pass
-
-
-class _Pattern(_TextOnly, serializers.RegexField):
-    pass
-
-
 class _Strict(serializers.Serializer):
     """Rejects keys it does not know, so a typo in a config is an error, not a silent no-op."""
 
@@ -64,10 +45,10 @@ class _Strict(serializers.Serializer):
 
 
 class AwsConfig(_Strict):
-    account_id = _Pattern(_AWS_ACCOUNT, required=False)
-    role_arn = _Pattern(_AWS_ROLE_ARN, required=False)
-    external_id = _Text(max_length=1224, required=False)
-    region = _Text(max_length=32, default="us-east-1")
+    account_id = PatternField(_AWS_ACCOUNT, required=False)
+    role_arn = PatternField(_AWS_ROLE_ARN, required=False)
+    external_id = TextField(max_length=1224, required=False)
+    region = TextField(max_length=32, default="us-east-1")
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
@@ -77,17 +58,17 @@ class AwsConfig(_Strict):
 
 
 class AwsCredentials(_Strict):
-    aws_access_key_id = _Text(max_length=128)
-    aws_secret_access_key = _Text(max_length=256)
+    aws_access_key_id = TextField(max_length=128)
+    aws_secret_access_key = TextField(max_length=256)
 
 
 class GcpConfig(_Strict):
-    billing_table = _Pattern(
+    billing_table = PatternField(
         _GCP_TABLE,
         error_messages={"invalid": "must be project.dataset.table of the billing export"},
     )
-    location = _Text(max_length=64, default="US")
-    project_id = _Text(max_length=64, required=False)
+    location = TextField(max_length=64, default="US")
+    project_id = TextField(max_length=64, required=False)
 
 
 class GcpCredentials(_Strict):
@@ -108,23 +89,23 @@ class GcpCredentials(_Strict):
 
 
 class AzureConfig(_Strict):
-    subscription_id = _Pattern(
+    subscription_id = PatternField(
         _UUID, error_messages={"invalid": "must be a subscription id (a GUID)"}
     )
 
 
 class AzureCredentials(_Strict):
-    tenant_id = _Text(max_length=64)
-    client_id = _Text(max_length=64)
-    client_secret = _Text(max_length=512)
+    tenant_id = TextField(max_length=64)
+    client_id = TextField(max_length=64)
+    client_secret = TextField(max_length=512)
 
 
 class FocusConfig(_Strict):
     """``uri``: ``s3://bucket/prefix/`` or a local path inside the import folder of the
     organization in ``context["organization"]``; without one, no local path is accepted."""
 
-    uri = _Text(max_length=1024, required=False, allow_blank=True)
-    region = _Text(max_length=32, default="us-east-1")
+    uri = TextField(max_length=1024, required=False, allow_blank=True)
+    region = TextField(max_length=32, default="us-east-1")
 
     def validate_uri(self, value: str) -> str:
         if not value:
@@ -167,8 +148,8 @@ def _folder_hint(organization: Organization | None) -> str:
 
 
 class FocusCredentials(_Strict):
-    aws_access_key_id = _Text(max_length=128)
-    aws_secret_access_key = _Text(max_length=256)
+    aws_access_key_id = TextField(max_length=128)
+    aws_secret_access_key = TextField(max_length=256)
 
 
 def organization_import_folder(slug: str) -> Path:

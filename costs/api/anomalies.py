@@ -23,6 +23,7 @@ from costs.models import Anomaly
 from costs.money import to_cents
 from costs.selectors import anomaly_list
 from costs.services.anomalies import anomaly_dismiss
+from infraaudit.fields import TextField
 from infraaudit.pagination import Pagination
 
 
@@ -83,20 +84,8 @@ class AnomalySerializer(serializers.ModelSerializer):
         return obj.dismiss_reason or None
 
 
-class _TextField(serializers.CharField):
-    """A CharField that takes only a JSON string: DRF's turns 5 or true into "5" or
-    "True", and a dismissal recorded with such a reason is a client's bug kept forever."""
-
-    default_error_messages = {"invalid": "must be a string"}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 class DismissRequest(serializers.Serializer):
-    reason = _TextField(min_length=1, max_length=500, help_text="Why (1..500 characters).")
+    reason = TextField(min_length=1, max_length=500, help_text="Why (1..500 characters).")
 
 
 AnomalyPage = inline_serializer(
