@@ -33,6 +33,7 @@ _DESCRIPTIONS = {
     "404": "No such object in the caller's organization.",
     "409": "State conflict.",
     "413": "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE ({max_bytes} bytes).",
+    "415": "The body is not JSON (an upload: not multipart/form-data).",
     "422": "A valid request the data cannot answer (e.g. several currencies, too little history).",
 }
 # Paths whose data can make a valid request unanswerable.
@@ -56,7 +57,7 @@ def error_responses(result, generator, request, public):
             if path.endswith(_UNPROCESSABLE):
                 codes.append("422")
             if operation.get("requestBody"):
-                codes.append("413")
+                codes += ["413", "415"]
             responses = operation.setdefault("responses", {})
             for code in codes:
                 description = _DESCRIPTIONS[code]
@@ -72,4 +73,18 @@ def error_responses(result, generator, request, public):
             for code, response in responses.items():
                 if code.startswith("4") and not response.get("content"):
                     response["content"] = ref
+    return result
+
+
+def response_keys_required(result, generator, request, public):
+    """Every key of a response object is always there (``null`` when it has no value), so
+    every property of a response component is required. The generator leaves out the
+    fields a request may omit (a provider's ``config``), the model fields with a default
+    (an anomaly's ``status``) and the paginator's ``next`` and ``previous``; a client
+    generated from the schema would read them as optional."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") or name.startswith("Patched") or name == "Error":
+            continue
+        if component.get("properties"):
+            component["required"] = sorted(component["properties"])
     return result

@@ -202,6 +202,17 @@ def test_schema_documents_error_answers_with_the_error_format(schema):
         schema["paths"]["/api/v1/costs/anomalies/{anomaly_id}/dismiss"]["post"]["responses"]
     )
     assert "413" in schema["paths"]["/api/v1/providers/{provider_id}/import"]["post"]["responses"]
+    assert "415" in schema["paths"]["/api/v1/costs/sync"]["post"]["responses"]
     assert "400" not in schema["paths"]["/api/v1/jobs/{job_id}"]["get"]["responses"]
     forecast = {p["name"]: p for p in schema["paths"]["/api/v1/costs/forecast"]["get"]["parameters"]}
     assert forecast["days"]["schema"]["enum"] == [30, 60, 90]
+
+
+def test_schema_response_objects_require_every_key_they_always_carry(schema):
+    components = schema["components"]["schemas"]
+    for name in ("Anomaly", "Provider", "PaginatedProviderList", "CostForecast", "SyncJob"):
+        assert sorted(components[name]["required"]) == sorted(components[name]["properties"])
+    assert {"status", "dismissed_at"} <= set(components["Anomaly"]["required"])
+    assert {"config", "is_active"} <= set(components["Provider"]["required"])
+    # Requests keep their optional keys: a provider is created without a config.
+    assert "config" not in components["ProviderRequest"].get("required", [])
