@@ -17,10 +17,16 @@ MONEY = {"max_digits": 30, "decimal_places": 12}
 
 
 class CostRecord(models.Model):
-    """One provider's spend on one UTC day for one (service, region, account, currency).
+    """One provider's spend on one UTC day for one (service, region, account, currency),
+    as billed in one billing period.
 
     The natural key is unique, so a sync that replaces a window of days can never leave
     two rows for the same thing. ``region`` is ``"global"`` for charges without a region.
+    ``billing_period`` is the first day of the invoice period the charge came in: FOCUS's
+    ``BillingPeriodStart``, the day's month for the cloud APIs. A FOCUS export delivers
+    whole billing periods, and a later period may correct an earlier one's days (a
+    ``Correction`` charge dated in October in November's export): an import replaces the
+    records of the periods it delivers, never another period's records of the same days.
     """
 
     organization = models.ForeignKey(
@@ -30,6 +36,7 @@ class CostRecord(models.Model):
         "providers.Provider", on_delete=models.CASCADE, related_name="cost_records"
     )
     day = models.DateField()
+    billing_period = models.DateField()
     service = models.CharField(max_length=200)
     region = models.CharField(max_length=64)
     account = models.CharField(max_length=128, blank=True, default="")
@@ -40,13 +47,15 @@ class CostRecord(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["provider", "day", "service", "region", "account", "currency"],
+                fields=["provider", "day", "service", "region", "account", "currency",
+                        "billing_period"],
                 name="costrecord_natural_key",
             )
         ]
         indexes = [
             models.Index(fields=["organization", "day"], name="costrecord_org_day"),
             models.Index(fields=["provider", "day"], name="costrecord_provider_day"),
+            models.Index(fields=["provider", "billing_period"], name="costrecord_provider_period"),
         ]
 
     def __str__(self) -> str:

@@ -64,6 +64,7 @@ class CostRecordFactory(factory.django.DjangoModelFactory):
     provider = factory.SubFactory(ProviderFactory)
     organization = factory.SelfAttribute("provider.organization")
     day = date(2024, 1, 1)
+    billing_period = factory.LazyAttribute(lambda record: record.day.replace(day=1))
     service = "EC2"
     region = "us-east-1"
     account = ""

@@ -216,8 +216,9 @@ class ImportView(APIView):
         summary="Import an uploaded FOCUS export into a focus provider (admin)",
         description="Multipart upload (field `file`) of a FOCUS 1.0-1.2 export as CSV, "
         "CSV.gz or Parquet. The file is streamed to disk and imported by the sync code in "
-        "Celery; the days it covers replace the provider's records for those days. 413 "
-        "above the upload limit.",
+        "Celery; it replaces the provider's records of the billing periods it delivers "
+        "(BillingPeriodStart; without that column, of the days it holds in each month). "
+        "413 above the upload limit.",
         request={"multipart/form-data": ImportRequest},
         responses={202: JobAccepted},
     )

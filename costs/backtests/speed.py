@@ -46,6 +46,7 @@ def _speed_scope(stdout):
         (
             CostRecord(
                 organization=org, provider=providers[row.provider], day=row.day,
+                billing_period=row.day.replace(day=1),
                 service=row.service, region=row.region, account=row.account,
                 currency=row.currency, billed_amount=row.billed,
                 effective_amount=row.effective,

@@ -6,7 +6,10 @@ files) hand over one Arrow table already summed per natural key by a vectorised 
 query; row adapters (AWS, GCP, Azure APIs) yield ``CostRow``s that are summed here in a
 dict. Either way the set is days x services x regions x accounts, small next to the raw
 rows. Then, in one transaction under the provider's row lock, ``replace_window`` makes the
-provider's records for the covered days exactly that set.
+provider's records for the covered days exactly that set; for a source that delivers whole
+billing periods (FOCUS exports), the records of the periods it delivered, whatever their
+days (a later period may correct an earlier period's days, and its import must not touch
+the earlier period's own records).
 
 On PostgreSQL the set is COPY'd into a temporary staging table and the window is changed
 by difference, in SQL: rows that are not in the new set (gone, or with another amount) are
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Union
 
 from django.conf import settings
 from django.db import DataError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from costs.models import CostRecord
@@ -36,6 +40,7 @@ from providers.adapters.base import (
     CostRow,
     DailyTotalsAdapter,
     FetchStats,
+    PeriodDelivered,
     ProviderError,
     ProviderSnapshot,
 )
@@ -47,8 +52,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# (day, service, region, account, currency) -> [billed, effective]
-Key = tuple[date, str, str, str, str]
+# (day, service, region, account, currency, billing period) -> [billed, effective]; a key
+# without the period (5 items) is in its day's month.
+Key = tuple[date, str, str, str, str, date]
 Totals = dict[Key, list[Decimal]]
 # What replace_window accepts: summed totals, or an Arrow table with DAILY_TOTALS_COLUMNS
 # (keys may repeat across its rows; they are summed).
@@ -62,7 +68,7 @@ _MAX_DIGITS = CostRecord._meta.get_field("billed_amount").max_digits
 _QUANTUM = Decimal(1).scaleb(-_DECIMALS)
 _MAX_AMOUNT = Decimal(10) ** (_MAX_DIGITS - _DECIMALS)
 _TOO_LARGE = "{what} adds up to more than a cost record holds (1e+18); nothing was imported"
-_KEY_COLUMNS = "day, service, region, account, currency"
+_KEY_COLUMNS = "day, service, region, account, currency, billing_period"
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,15 @@ def default_window(provider: Provider, *, today: date) -> tuple[date, date]:
     return max(backfill_start, min(previous_month_start, resume)), today
 
 
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
 def aggregate_rows(rows: Iterable[CostRow]) -> Totals:
     totals: Totals = {}
     for row in rows:
-        key = (row.day, row.service, row.region, row.account, row.currency)
+        period = row.billing_period or month_start(row.day)
+        key = (row.day, row.service, row.region, row.account, row.currency, period)
         current = totals.get(key)
         if current is None:
             totals[key] = [row.billed, row.effective]
@@ -149,8 +160,9 @@ def cost_records_sync(
     source_file: str | None = None,
 ) -> SyncOutcome:
     """Pull ``provider``'s billing data for ``start``..``end`` (default window when None)
-    and replace its records for the days the source covered. ``source_file`` imports one
-    uploaded FOCUS file instead of the provider's configured source."""
+    and replace its records for the days the source covered, or for the billing periods
+    it delivered (FOCUS). ``source_file`` imports one uploaded FOCUS file instead of the
+    provider's configured source."""
     today = timezone.now().date()
     if start is None or end is None:
         default_start, default_end = default_window(provider, today=today)
@@ -169,24 +181,37 @@ def cost_records_sync(
         return SyncOutcome(stats.rows_read, 0, None, None, changed=False)
 
     written, changed = replace_window(
-        provider=provider, date_from=date_from, date_to=date_to, totals=totals
+        provider=provider, date_from=date_from, date_to=date_to, totals=totals,
+        billing_periods=stats.billing_periods,
     )
     return SyncOutcome(stats.rows_read, written, date_from, date_to, changed)
 
 
 def replace_window(
-    *, provider: Provider, date_from: date, date_to: date, totals: DailyTotals
+    *,
+    provider: Provider,
+    date_from: date,
+    date_to: date,
+    totals: DailyTotals,
+    billing_periods: dict[date, PeriodDelivered] | None = None,
 ) -> tuple[int, bool]:
     """Make the provider's records for date_from..date_to exactly ``totals`` (amounts
-    rounded to the column's 12 decimals), atomically. Returns (records in the window
-    after the write, whether anything changed)."""
+    rounded to the column's 12 decimals), atomically. With ``billing_periods`` (what a
+    FOCUS export delivered), the records of those periods instead (of a period only
+    inferred from its days, those days), whatever their days; the days synced are then
+    each period's own. Returns (records written, whether anything changed)."""
+    scope = _Scope(date_from, date_to, billing_periods)
+    if billing_periods is None:
+        spans = [(date_from, date_to)]
+    else:  # a period with corrections of other periods only marks no day of its own
+        spans = [(p.first, p.last) for p in billing_periods.values() if p.first is not None]
     with transaction.atomic():
         # Serializes concurrent syncs of one provider; the loser waits, then compares.
         locked = Provider.objects.select_for_update().get(pk=provider.pk)
         if connection.vendor == "postgresql":
-            written, changed = _replace_in_sql(locked, date_from, date_to, totals)
+            written, changed = _replace_in_sql(locked, scope, totals)
         else:
-            written, changed = _replace_in_python(locked, date_from, date_to, totals)
+            written, changed = _replace_in_python(locked, scope, totals)
         if changed:
             locked.data_version += 1
         locked.last_synced_at = timezone.now()
@@ -194,19 +219,69 @@ def replace_window(
         # records there as no spend). The coverage is the latest of those spans, where a
         # sync after a pause resumes: a later window that does not touch it replaces it, an
         # earlier one is left out, and one that fills a gap joins the spans on both sides.
-        locked.synced_spans = locked.synced_spans_with(date_from, date_to)
-        locked.coverage_start, locked.coverage_end = locked.synced_days()[-1]
+        # A FOCUS folder of January and March marks those months, not February.
+        for first, last in spans:
+            locked.synced_spans = locked.synced_spans_with(first, last)
+        synced = locked.synced_days()
+        if synced:  # none yet: a first import of corrections of periods never imported
+            locked.coverage_start, locked.coverage_end = synced[-1]
         locked.save(update_fields=["data_version", "last_synced_at", "coverage_start",
                                    "coverage_end", "synced_spans"])
     provider.refresh_from_db()
     return written, changed
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """The records a write replaces: the days date_from..date_to, or, per billing period
+    delivered (``periods``), all of its records or (a period inferred from its days)
+    those of its days first..last."""
+
+    date_from: date
+    date_to: date
+    periods: dict[date, PeriodDelivered] | None
+
+    def __str__(self) -> str:
+        if self.periods is None:
+            return f"{self.date_from}..{self.date_to}"
+        return "billing periods " + ", ".join(
+            f"{period:%Y-%m-%d}" + ("" if delivered.whole else f" ({delivered.first}..{delivered.last})")
+            for period, delivered in sorted(self.periods.items())
+        )
+
+    def sql(self) -> tuple[str, dict]:
+        """A condition on the records ``r`` and its parameters."""
+        if self.periods is None:
+            return "r.day BETWEEN %(date_from)s AND %(date_to)s", {
+                "date_from": self.date_from, "date_to": self.date_to}
+        whole = sorted(p for p, delivered in self.periods.items() if delivered.whole)
+        terms, params = ["r.billing_period = ANY(%(whole)s)"], {"whole": whole}
+        for i, (period, delivered) in enumerate(sorted(self.periods.items())):
+            if not delivered.whole and delivered.first is not None:
+                terms.append(f"(r.billing_period = %(p{i})s AND r.day BETWEEN %(f{i})s "
+                             f"AND %(l{i})s)")
+                params.update({f"p{i}": period, f"f{i}": delivered.first,
+                               f"l{i}": delivered.last})
+        return f"({' OR '.join(terms)})", params
+
+    def records(self, provider: Provider):
+        records = CostRecord.objects.filter(provider=provider)
+        if self.periods is None:
+            return records.filter(day__gte=self.date_from, day__lte=self.date_to)
+        scope = Q(pk__in=[])
+        for period, delivered in self.periods.items():
+            if delivered.whole:
+                scope |= Q(billing_period=period)
+            elif delivered.first is not None:
+                scope |= Q(billing_period=period, day__gte=delivered.first,
+                           day__lte=delivered.last)
+        return records.filter(scope)
+
+
 # -- PostgreSQL: COPY into a staging table, change by difference -----------------------
-def _replace_in_sql(
-    provider: Provider, date_from: date, date_to: date, totals: DailyTotals
-) -> tuple[int, bool]:
-    window = {"provider": provider.id, "date_from": date_from, "date_to": date_to}
+def _replace_in_sql(provider: Provider, scope: _Scope, totals: DailyTotals) -> tuple[int, bool]:
+    in_scope, scope_params = scope.sql()
+    window = {"provider": provider.id, **scope_params}
     money = f"numeric({_MAX_DIGITS}, {_DECIMALS})"
     with connection.cursor() as cursor:
         # A savepoint (not a commit) may end our transaction in tests: drop explicitly.
@@ -214,7 +289,8 @@ def _replace_in_sql(
         cursor.execute(
             "CREATE TEMP TABLE cost_stage (day date NOT NULL, service text NOT NULL, "
             "region text NOT NULL, account text NOT NULL, currency text NOT NULL, "
-            "billed numeric NOT NULL, effective numeric NOT NULL) ON COMMIT DROP"
+            "billing_period date NOT NULL, billed numeric NOT NULL, "
+            "effective numeric NOT NULL) ON COMMIT DROP"
         )
         _copy_into_stage(cursor, totals)
         # Summed again (adapters may repeat a key across batches) and rounded once.
@@ -234,9 +310,10 @@ def _replace_in_sql(
         # Rows that are not exactly in the new set: gone, or restated.
         cursor.execute(
             f"DELETE FROM {_TABLE} AS r WHERE r.provider_id = %(provider)s "
-            "AND r.day BETWEEN %(date_from)s AND %(date_to)s AND NOT EXISTS ("
+            f"AND {in_scope} AND NOT EXISTS ("
             " SELECT 1 FROM cost_new n WHERE n.day = r.day AND n.service = r.service"
             " AND n.region = r.region AND n.account = r.account AND n.currency = r.currency"
+            " AND n.billing_period = r.billing_period"
             " AND n.billed = r.billed_amount AND n.effective = r.effective_amount)",
             window,
         )
@@ -249,7 +326,8 @@ def _replace_in_sql(
             "FROM cost_new n WHERE NOT EXISTS ("
             f" SELECT 1 FROM {_TABLE} r WHERE r.provider_id = %(provider)s"
             " AND r.day = n.day AND r.service = n.service AND r.region = n.region"
-            " AND r.account = n.account AND r.currency = n.currency)",
+            " AND r.account = n.account AND r.currency = n.currency"
+            " AND r.billing_period = n.billing_period)",
             {**window, "organization": provider.organization_id},
         )
         inserted = cursor.rowcount
@@ -260,8 +338,8 @@ def _replace_in_sql(
             # a 6M-record organization took 6-15 s instead of 1-2 s.
             cursor.execute(f"ANALYZE {_TABLE}")
     logger.info(
-        "provider %s %s..%s: %s records, %s deleted, %s inserted",
-        provider.id, date_from, date_to, written, deleted, inserted,
+        "provider %s %s: %s records, %s deleted, %s inserted",
+        provider.id, scope, written, deleted, inserted,
     )
     return written, bool(deleted or inserted)
 
@@ -273,7 +351,7 @@ def _copy_into_stage(cursor, totals: DailyTotals) -> None:
     if isinstance(totals, dict):
         with cursor.copy(f"COPY {columns} FROM STDIN") as copy:
             for key, (billed, effective) in totals.items():
-                copy.write_row((*key, billed, effective))
+                copy.write_row((*_with_period(key), billed, effective))
         return
     import pyarrow.csv as pa_csv
 
@@ -291,13 +369,19 @@ def _copy_into_stage(cursor, totals: DailyTotals) -> None:
             copy.write(buffer.getbuffer())
 
 
+def _with_period(key: tuple) -> Key:
+    """A totals key with its billing period (a 5-item key is in its day's month)."""
+    return key if len(key) == 6 else (*key, month_start(key[0]))
+
+
 # -- SQLite (embedded default): the same comparison in Python -------------------------
 def _as_totals(totals: DailyTotals) -> Totals:
     if isinstance(totals, dict):
-        source = totals.items()
+        source = ((_with_period(key), amounts) for key, amounts in totals.items())
     else:
         source = (
-            ((item["day"], item["service"], item["region"], item["account"], item["currency"]),
+            ((item["day"], item["service"], item["region"], item["account"], item["currency"],
+              item["billing_period"]),
              (item["billed"], item["effective"]))
             for batch in totals.to_batches(max_chunksize=10_000)
             for item in batch.to_pylist()
@@ -314,7 +398,7 @@ def _as_totals(totals: DailyTotals) -> Totals:
         key: [b.quantize(_QUANTUM, context=context), e.quantize(_QUANTUM, context=context)]
         for key, (b, e) in summed.items()
     }
-    for (day, service, _region, _account, currency), amounts in rounded.items():
+    for (day, service, _region, _account, currency, _period), amounts in rounded.items():
         if max(abs(amounts[0]), abs(amounts[1])) >= _MAX_AMOUNT:
             raise ProviderError(
                 _TOO_LARGE.format(what=f"the {currency} spend of {service} on {day}")
@@ -332,19 +416,17 @@ def _as_sqlite_holds(totals: Totals) -> Totals:
     }
 
 
-def _existing_totals(provider: Provider, date_from: date, date_to: date) -> Totals:
-    rows = CostRecord.objects.filter(
-        provider=provider, day__gte=date_from, day__lte=date_to
-    ).values_list("day", "service", "region", "account", "currency", "billed_amount",
-                  "effective_amount")
-    return {(d, s, r, a, c): [b, e] for d, s, r, a, c, b, e in rows.iterator(chunk_size=10_000)}
+def _existing_totals(provider: Provider, scope: _Scope) -> Totals:
+    rows = scope.records(provider).values_list(
+        "day", "service", "region", "account", "currency", "billing_period", "billed_amount",
+        "effective_amount",
+    )
+    return {tuple(row[:6]): [row[6], row[7]] for row in rows.iterator(chunk_size=10_000)}
 
 
-def _replace_in_python(
-    provider: Provider, date_from: date, date_to: date, totals: DailyTotals
-) -> tuple[int, bool]:
+def _replace_in_python(provider: Provider, scope: _Scope, totals: DailyTotals) -> tuple[int, bool]:
     new = _as_totals(totals)
-    existing = _existing_totals(provider, date_from, date_to)
+    existing = _existing_totals(provider, scope)
     if connection.vendor == "sqlite":
         # SQLite keeps decimals as REAL (15 significant digits): compare what it can hold,
         # or every re-run of a large amount would look like a change.
@@ -352,9 +434,7 @@ def _replace_in_python(
     else:
         changed = existing != new
     if changed:
-        CostRecord.objects.filter(
-            provider=provider, day__gte=date_from, day__lte=date_to
-        ).delete()
+        scope.records(provider).delete()
         write_records(provider=provider, totals=new)
     return len(new), changed
 
@@ -371,10 +451,12 @@ def write_records(*, provider: Provider, totals: Totals) -> None:
                 region=region,
                 account=account,
                 currency=currency,
+                billing_period=period,
                 billed_amount=billed,
                 effective_amount=effective,
             )
-            for (day, service, region, account, currency), (billed, effective) in totals.items()
+            for (day, service, region, account, currency, period), (billed, effective)
+            in totals.items()
         ),
         batch_size=5_000,
     )

@@ -3,7 +3,7 @@
 An adapter turns one provider's billing source into a stream of ``CostRow``s. It never
 imports the ORM; the sync service (``costs.services.sync``) owns the transaction and
 the write. Rows may repeat a natural key (hourly rows, several pages): the sync service
-sums them per (day, service, region, account, currency).
+sums them per (day, service, region, account, currency, billing period).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class CostRow:
     billed: Decimal
     effective: Decimal
     currency: str
+    # The first day of the billing period the charge was invoiced in; None: the day's
+    # month (the cloud APIs bill calendar months).
+    billing_period: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,24 @@ class FetchStats:
     # file adapters cover the days present in the files they read.
     date_from: date | None = None
     date_to: date | None = None
+    # Sources that deliver billing periods (FOCUS exports): what they delivered of each
+    # (by its first day), whose records their import replaces; None: the source delivers
+    # the days date_from..date_to, whose records it replaces.
+    billing_periods: dict[date, PeriodDelivered] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodDelivered:
+    """What a source delivered of one billing period. ``first``..``last``: the period's own
+    days in the data (None: only days of other periods, i.e. corrections of them).
+    ``whole``: the data named the period (FOCUS ``BillingPeriodStart``), so it is the
+    period's delivery and replaces all of the period's records, whatever their days; a
+    period only inferred from the days (a file without the column) replaces its records
+    of ``first``..``last`` only."""
+
+    first: date | None
+    last: date | None
+    whole: bool
 
 
 # An uploaded FOCUS file is stored as "<random hex>--<its uploaded name, made safe>", so
@@ -92,9 +113,10 @@ class Adapter(Protocol):
 
 
 # The columns of a DailyTotalsAdapter's table: day (date32), service, region, account,
-# currency (strings, no nulls: region "global" and account "" for none), billed and
-# effective (decimal128, exact).
-DAILY_TOTALS_COLUMNS = ("day", "service", "region", "account", "currency", "billed", "effective")
+# currency (strings, no nulls: region "global" and account "" for none), billing_period
+# (date32, the period's first day), billed and effective (decimal128, exact).
+DAILY_TOTALS_COLUMNS = ("day", "service", "region", "account", "currency", "billing_period",
+                        "billed", "effective")
 
 
 @runtime_checkable

@@ -35,11 +35,21 @@ so the fast path pays nothing for the good message. Any error raises ``ProviderE
 before anything is written.
 
 Mapping: billed = ``BilledCost``, effective = ``EffectiveCost``, day = UTC date of
-``ChargePeriodStart`` (an explicit offset is honoured), service = ``ServiceName`` (null →
+``ChargePeriodStart`` (an explicit offset is honoured), billing period = the date of
+``BillingPeriodStart`` as written (the invoice's own calendar; absent or null: the day's
+month), service = ``ServiceName`` (null →
 ``Unknown``), region = ``RegionId`` (null/empty → ``global``), account = ``SubAccountId``
 (null → ""), currency = ``BillingCurrency`` (upper-cased; must be 3 letters). The literal
 ``NULL`` (any case) and empty strings are nulls; enum columns and extra columns are not
 read, so their case drift or presence changes nothing.
+
+What an import replaces: the records of the billing periods it delivers (``stats.
+billing_periods``), whatever their days. A period's export may hold days of another
+period: a ``Correction`` of October in November's export, or an export in local time whose
+last hours are the next period's first UTC day. Those rows are records of their own
+period, so re-importing October leaves November's correction of it in place, and a
+folder of January and March leaves an uploaded February alone. The days marked as synced
+are each period's own days in the data.
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ from providers.adapters.base import (
     UPLOAD_NAME_SEPARATOR,
     CostRow,
     FetchStats,
+    PeriodDelivered,
     ProviderError,
     ProviderSnapshot,
     ProviderThrottled,
@@ -76,12 +87,13 @@ logger = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("ChargePeriodStart", "BilledCost", "EffectiveCost", "BillingCurrency",
                     "ServiceName")
 # Conditional in FOCUS: the column may be absent from some exports; absent means null.
-OPTIONAL_COLUMNS = ("RegionId", "SubAccountId")
+# BillingPeriodStart is mandatory in FOCUS; exports cut down to fewer columns go without it.
+OPTIONAL_COLUMNS = ("RegionId", "SubAccountId", "BillingPeriodStart")
 NULL_LITERALS = ["", "NULL", "null", "Null"]
 UNKNOWN_SERVICE = "Unknown"
 # 20 integer digits, 18 decimals: exact for every amount a bill holds.
 AMOUNT = pl.Decimal(38, 18)
-KEY = ["day", "service", "region", "account", "currency"]
+KEY = ["day", "service", "region", "account", "currency", "billing_period"]
 # Column widths of CostRecord: longer values are reported, not truncated.
 MAX_LENGTHS = {"service": 200, "region": 64, "account": 128}
 # The days a bill can cover: from EARLIEST_DAY (2000), and no charge period starts more
@@ -177,6 +189,7 @@ def _rows(table: pa.Table) -> Iterator[CostRow]:
                 day=item["day"], service=item["service"], region=item["region"],
                 account=item["account"], billed=item["billed"],
                 effective=item["effective"], currency=item["currency"],
+                billing_period=item["billing_period"],
             )
 
 
@@ -347,9 +360,12 @@ def _s3_sources(provider: ProviderSnapshot, uri: str) -> Iterator[_Source]:
 def _daily_totals(sources: Iterator[_Source], stats: FetchStats, *, where: str) -> pa.Table:
     """Sum every file of ``sources`` to daily keys; one Arrow table, keys unique."""
     parts: list[pl.DataFrame] = []
+    named: set[date] = set()  # periods a file named in its BillingPeriodStart column
     for source in sources:
-        frame, rows = _read_file(source)
+        frame, rows, names_periods = _read_file(source)
         stats.rows_read += rows
+        if names_periods:
+            named.update(frame["billing_period"].unique().to_list())
         parts.append(frame)
         if len(parts) >= MERGE_EVERY:
             parts = [_merge(parts)]
@@ -358,8 +374,25 @@ def _daily_totals(sources: Iterator[_Source], stats: FetchStats, *, where: str) 
         first, last = merged["day"].min(), merged["day"].max()
         stats.date_from = min(filter(None, [stats.date_from, first]))
         stats.date_to = max(filter(None, [stats.date_to, last]))
+    stats.billing_periods = {**(stats.billing_periods or {}), **_periods(merged, named)}
     logger.info("FOCUS %s: %s rows -> %s daily records", where, stats.rows_read, merged.height)
     return merged.to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
+def _periods(totals: pl.DataFrame, named: set[date]) -> dict[date, PeriodDelivered]:
+    """What ``totals`` deliver of each billing period: the first and last of its own days
+    (from its first day to the day before the next month's; corrections of other periods
+    are not its days), and whether a file named it (``PeriodDelivered``)."""
+    own = pl.col("day").is_between(
+        pl.col("billing_period"), pl.col("billing_period").dt.offset_by("1mo"), closed="left"
+    )
+    spans = totals.group_by("billing_period").agg(
+        first=pl.col("day").filter(own).min(), last=pl.col("day").filter(own).max()
+    )
+    return {
+        period: PeriodDelivered(first, last, whole=period in named)
+        for period, first, last in spans.iter_rows()
+    }
 
 
 def _merge(parts: list[pl.DataFrame]) -> pl.DataFrame:
@@ -369,8 +402,8 @@ def _merge(parts: list[pl.DataFrame]) -> pl.DataFrame:
 def _empty() -> pl.DataFrame:
     return pl.DataFrame(
         schema={"day": pl.Date, "service": pl.String, "region": pl.String,
-                "account": pl.String, "currency": pl.String, "billed": AMOUNT,
-                "effective": AMOUNT}
+                "account": pl.String, "currency": pl.String, "billing_period": pl.Date,
+                "billed": AMOUNT, "effective": AMOUNT}
     )
 
 
@@ -455,6 +488,20 @@ def _parsed_day(dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr, pl.Expr | None]:
     return day, valid, column.str.extract_groups(_OFFSET)
 
 
+def _parsed_period(dtype: pl.DataType | None) -> tuple[pl.Expr, pl.Expr]:
+    """Stage 2 of BillingPeriodStart (``r_period``): (its date as written, is-valid flag);
+    null where the column is absent or null (the day's month, in stage 3)."""
+    column = pl.col("r_period")
+    if isinstance(dtype, pl.Datetime):
+        return column.dt.date(), pl.lit(True)
+    if dtype == pl.Date:
+        return column, pl.lit(True)
+    period = column.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    valid = column.is_null() | (column.str.contains(_ISO_DATETIME).fill_null(False)
+                                & period.is_not_null())
+    return period, valid
+
+
 def _utc_day() -> pl.Expr:
     """Stage 3: an explicit non-UTC offset may move the instant to the previous or next
     UTC day (``offset`` holds hour, minute, sign, offset hours, offset minutes)."""
@@ -486,10 +533,13 @@ def _prepare(
         r_service=_raw(*cols["ServiceName"]),
         r_region=_raw(*cols["RegionId"]) if "RegionId" in cols else missing,
         r_account=_raw(*cols["SubAccountId"]) if "SubAccountId" in cols else missing,
+        r_period=(_raw(*cols["BillingPeriodStart"]) if "BillingPeriodStart" in cols
+                  else missing),
     )
     day, day_valid, offset = _parsed_day(cols["ChargePeriodStart"][1])
+    period, period_valid = _parsed_period(cols.get("BillingPeriodStart", (None, None))[1])
     raws = [pl.col(f"r_{name}") for name in ("day", "billed", "effective", "currency",
-                                               "service", "region", "account")]
+                                               "service", "region", "account", "period")]
     stage2 = stage1.select(
         *keep,
         *(raws if diagnose else []),
@@ -502,6 +552,8 @@ def _prepare(
         service=pl.col("r_service").fill_null(UNKNOWN_SERVICE),
         region=pl.col("r_region").fill_null(GLOBAL_REGION),
         account=pl.col("r_account").fill_null(""),
+        period=period,
+        period_valid=period_valid,
     )
     latest = datetime.now(UTC).date() + timedelta(days=FUTURE_DAYS)
     checks = [
@@ -509,6 +561,7 @@ def _prepare(
         _Check("ChargePeriodStart",
                pl.col("day_valid") & ~pl.col("day").is_between(EARLIEST_DAY, latest).fill_null(True),
                f"is outside the days a bill can cover ({EARLIEST_DAY} to {latest})"),
+        _Check("BillingPeriodStart", ~pl.col("period_valid"), "is not a date/time (ISO 8601)"),
         _Check("BilledCost", pl.col("billed").is_null(), "is not a decimal amount"),
         _Check("EffectiveCost", pl.col("effective").is_null(), "is not a decimal amount"),
         *(
@@ -532,7 +585,11 @@ def _prepare(
         *keep,
         *(raws if diagnose else []),
         day=_utc_day() if offset is not None else pl.col("day"),
-        **{name: pl.col(name) for name in KEY[1:]},
+        **{name: pl.col(name) for name in KEY[1:-1]},
+        billing_period=pl.coalesce(
+            pl.col("period"),
+            (_utc_day() if offset is not None else pl.col("day")).dt.month_start(),
+        ),
         billed=pl.col("billed"),
         effective=pl.col("effective"),
         **{f"bad{i}": check.flag for i, check in enumerate(checks)},
@@ -543,13 +600,15 @@ def _prepare(
 _RAW_OF = {
     "ChargePeriodStart": "r_day", "BilledCost": "r_billed", "EffectiveCost": "r_effective",
     "BillingCurrency": "r_currency", "ServiceName": "r_service", "RegionId": "r_region",
-    "SubAccountId": "r_account",
+    "SubAccountId": "r_account", "BillingPeriodStart": "r_period",
 }
 
 
-def _read_file(source: _Source) -> tuple[pl.DataFrame, int]:
-    """(daily sums of one file, rows read); ProviderError naming file/column/row."""
+def _read_file(source: _Source) -> tuple[pl.DataFrame, int, bool]:
+    """(daily sums of one file, rows read, whether it has a BillingPeriodStart column);
+    ProviderError naming file/column/row."""
     lf, kind = _open(source)
+    names_periods = "BillingPeriodStart" in _columns(lf, source)
     normalised, checks = _prepare(lf, source)
     flags = [pl.col(f"bad{i}") for i in range(len(checks))]
     query = normalised.group_by(KEY).agg(
@@ -563,7 +622,7 @@ def _read_file(source: _Source) -> tuple[pl.DataFrame, int]:
     if frame.height and frame["bad"].sum():
         raise _first_bad_row(lf, source, checks)
     rows = int(frame["rows"].sum()) if frame.height else 0
-    return frame.drop("rows", "bad"), rows
+    return frame.drop("rows", "bad"), rows, names_periods
 
 
 def _first_bad_row(lf: pl.LazyFrame, source: _Source, checks: list[_Check]) -> ProviderError:

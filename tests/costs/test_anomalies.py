@@ -171,6 +171,7 @@ def write_series(provider, series: dict[str, np.ndarray], start=START):
                     CostRecord(
                         organization=provider.organization, provider=provider,
                         day=start + timedelta(days=i), service=service, region="us-east-1",
+                        billing_period=(start + timedelta(days=i)).replace(day=1),
                         currency="USD", billed_amount=Decimal(f"{value:.4f}"),
                         effective_amount=Decimal(f"{value:.4f}"),
                     )

@@ -66,6 +66,7 @@ def _seed(provider, start: date, end: date, currency="USD", amount="100"):
         records.append(
             CostRecord(
                 organization=provider.organization, provider=provider, day=day, service="EC2",
+                billing_period=day.replace(day=1),
                 region="us-east-1", currency=currency, billed_amount=Decimal(amount),
                 effective_amount=Decimal(amount),
             )

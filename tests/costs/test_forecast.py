@@ -76,6 +76,7 @@ def _seed(provider, start: date, end: date, *, currency="USD", base=100.0, month
 def _record(provider, day, service, amount, currency="USD"):
     return CostRecord(
         organization=provider.organization, provider=provider, day=day, service=service,
+        billing_period=day.replace(day=1),
         region="us-east-1", currency=currency, billed_amount=amount, effective_amount=amount,
     )
 

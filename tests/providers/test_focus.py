@@ -392,7 +392,7 @@ def test_focus_fetch_file_reads_an_upload_anywhere(tmp_path):
     stats = FetchStats()
     rows = list(adapter().fetch_file(str(upload), stats=stats))
     assert rows == [CostRow(date(2024, 9, 1), "EC2", "us-east-1", "111", Decimal(3),
-                            Decimal(3), "USD")]
+                            Decimal(3), "USD", billing_period=date(2024, 9, 1))]
     assert stats.rows_read == 2
     with pytest.raises(ProviderError, match="missing or not a regular file"):
         list(adapter().fetch_file(str(tmp_path / "uploads" / "gone"), stats=FetchStats()))

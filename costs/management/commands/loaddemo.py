@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import secrets
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -25,10 +26,14 @@ from providers.models import Provider
 
 MIN_DAYS = 400
 FOCUS_COLUMNS = [
-    "BilledCost", "BillingCurrency", "ChargeCategory", "ChargeFrequency", "ChargePeriodEnd",
-    "ChargePeriodStart", "EffectiveCost", "ProviderName", "RegionId", "ServiceName",
-    "SubAccountId",
+    "BilledCost", "BillingCurrency", "BillingPeriodEnd", "BillingPeriodStart",
+    "ChargeCategory", "ChargeFrequency", "ChargePeriodEnd", "ChargePeriodStart",
+    "EffectiveCost", "ProviderName", "RegionId", "ServiceName", "SubAccountId",
 ]
+
+
+def _month_after(day):
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
 
 
 def write_focus_export(path: Path, rows: list[DemoRow], provider_name: str) -> None:
@@ -39,6 +44,8 @@ def write_focus_export(path: Path, rows: list[DemoRow], provider_name: str) -> N
         for row in rows:
             writer.writerow([
                 row.billed, row.currency,
+                f"{_month_after(row.day).isoformat()} 00:00:00",
+                f"{row.day.replace(day=1).isoformat()} 00:00:00",
                 "Purchase" if row.charge_frequency == "Recurring" else "Usage",
                 row.charge_frequency,
                 f"{row.day.isoformat()} 23:59:59", f"{row.day.isoformat()} 00:00:00",
