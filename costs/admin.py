@@ -22,9 +22,9 @@ class CostRecordAdmin(OrganizationScopedAdminMixin, ReadOnlyAdminMixin, admin.Mo
     """Cost records are written only by syncs; the admin reads and filters them."""
 
     list_display = ["day", "provider", "service", "region", "account", "billed_amount",
-                    "effective_amount", "currency"]
+                    "effective_amount", "currency", "billing_period"]
     list_filter = ["provider__organization", "provider", "currency", "region",
-                   ("day", admin.DateFieldListFilter)]
+                   ("day", admin.DateFieldListFilter), "billing_period"]
     search_fields = ["service", "region", "account"]
     date_hierarchy = "day"
     list_select_related = ["provider"]

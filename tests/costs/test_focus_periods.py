@@ -173,3 +173,19 @@ def test_a_file_without_billing_periods_replaces_its_days_of_each_month(
     assert total(focus) == 310 - 20 + 14
     by_period = CostRecord.objects.filter(provider=focus).values_list("billing_period", flat=True)
     assert set(by_period) == {date(2024, 10, 1)}
+
+
+def test_the_admin_shows_and_filters_records_by_billing_period(
+    api, run_on_commit, focus, admin_client
+):
+    november = [("2024-11-01T00:00:00Z", "2024-10-03T00:00:00Z", "-1", "Support", "Correction"),
+                ("2024-11-01T00:00:00Z", "2024-11-03T00:00:00Z", "5", "EC2")]
+    upload(api, run_on_commit, focus, "oct.csv", month("2024-10", 3, "10"))
+    upload(api, run_on_commit, focus, "nov.csv", november)
+    page = admin_client.get("/admin/costs/costrecord/")
+    assert page.status_code == 200 and "Billing period" in page.content.decode()
+    page = admin_client.get("/admin/costs/costrecord/?billing_period__gte=2024-11-01")
+    assert page.status_code == 200
+    assert "Support" in page.content.decode()
+    assert list(page.context["cl"].queryset.values_list("day", flat=True).order_by("day")) == [
+        date(2024, 10, 3), date(2024, 11, 3)]
