@@ -111,7 +111,10 @@ def month_start(day: date) -> date:
 
 
 def aggregate_rows(rows: Iterable[CostRow]) -> Totals:
+    """The rows summed per key, exactly: the default context's 28 digits would round a
+    sum of Azure's actual and amortized rows past 1e16 (12 decimals)."""
     totals: Totals = {}
+    exact = Context(prec=_MAX_DIGITS + 10)
     for row in rows:
         period = row.billing_period or month_start(row.day)
         key = (row.day, row.service, row.region, row.account, row.currency, period)
@@ -119,8 +122,8 @@ def aggregate_rows(rows: Iterable[CostRow]) -> Totals:
         if current is None:
             totals[key] = [row.billed, row.effective]
         else:
-            current[0] += row.billed
-            current[1] += row.effective
+            current[0] = exact.add(current[0], row.billed)
+            current[1] = exact.add(current[1], row.effective)
     return totals
 
 
@@ -387,10 +390,11 @@ def _as_totals(totals: DailyTotals) -> Totals:
             for item in batch.to_pylist()
         )
     summed: Totals = {}
+    exact = Context(prec=_MAX_DIGITS + 10)
     for key, (billed, effective) in source:
         current = summed.setdefault(key, [Decimal(0), Decimal(0)])
-        current[0] += billed
-        current[1] += effective
+        current[0] = exact.add(current[0], billed)
+        current[1] = exact.add(current[1], effective)
     # PostgreSQL rounds numeric half away from zero; do the same here, with room for every
     # digit a cost record holds (the default context's 28 digits are fewer).
     context = Context(prec=_MAX_DIGITS + 2, rounding=ROUND_HALF_UP)
@@ -408,9 +412,9 @@ def _as_totals(totals: DailyTotals) -> Totals:
 
 def _as_sqlite_holds(totals: Totals) -> Totals:
     """The values as Django reads them back from SQLite (float, 15 digits, quantized)."""
-    context = Context(prec=15)
+    context, wide = Context(prec=15), Context(prec=_MAX_DIGITS + 2)
     return {
-        key: [context.create_decimal_from_float(float(value)).quantize(_QUANTUM)
+        key: [context.create_decimal_from_float(float(value)).quantize(_QUANTUM, context=wide)
               for value in values]
         for key, values in totals.items()
     }

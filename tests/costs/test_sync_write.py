@@ -337,3 +337,17 @@ def test_sync_rerun_with_large_amounts_is_unchanged(write_path, root, provider):
     assert cost_records_sync(provider=provider).changed is False
     provider.refresh_from_db()
     assert provider.data_version == 1
+
+
+def test_sync_sums_api_rows_without_rounding_them_first(write_path, provider):
+    # Azure's actual and amortized rows of one key are added together: in Python's default
+    # 28-digit context 12345678901234567.123456789012 twice came out ...134.24691357802.
+    big = Decimal("12345678901234567.123456789012")
+    twice = Decimal("24691357802469134.246913578024")
+    rows = [CostRow(date(2024, 9, 1), "VMs", "eastus", "", big, big, "USD")] * 2
+    totals = sync.aggregate_rows(rows)
+    assert totals[(date(2024, 9, 1), "VMs", "eastus", "", "USD", date(2024, 9, 1))] == [
+        twice, twice]
+    replace_window(provider=provider, date_from=date(2024, 9, 1), date_to=date(2024, 9, 1),
+                   totals=totals)
+    assert CostRecord.objects.get(provider=provider).billed_amount == twice
