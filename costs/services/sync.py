@@ -36,6 +36,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from costs.models import CostRecord
+from infraaudit.locks import advisory_lock
 from providers.adapters.base import (
     CostRow,
     DailyTotalsAdapter,
@@ -165,7 +166,18 @@ def cost_records_sync(
     """Pull ``provider``'s billing data for ``start``..``end`` (default window when None)
     and replace its records for the days the source covered, or for the billing periods
     it delivered (FOCUS). ``source_file`` imports one uploaded FOCUS file instead of the
-    provider's configured source."""
+    provider's configured source.
+
+    One sync of a provider runs at a time, from its read to its write (a PostgreSQL
+    advisory lock): two imports of the same provider, the older one slower to read,
+    used to write in the order they finished, so the older data won."""
+    with advisory_lock(f"costs.sync.provider:{provider.pk}"):
+        return _sync(provider, start, end, source_file)
+
+
+def _sync(
+    provider: Provider, start: date | None, end: date | None, source_file: str | None
+) -> SyncOutcome:
     today = timezone.now().date()
     if start is None or end is None:
         default_start, default_end = default_window(provider, today=today)

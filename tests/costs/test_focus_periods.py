@@ -189,3 +189,79 @@ def test_the_admin_shows_and_filters_records_by_billing_period(
     assert "Support" in page.content.decode()
     assert list(page.context["cl"].queryset.values_list("day", flat=True).order_by("day")) == [
         date(2024, 10, 3), date(2024, 11, 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_billing_period_migration_gives_existing_records_their_days_month():
+    from tests.migrations import migrate_to, migrate_to_latest
+
+    try:
+        old = migrate_to([("costs", "0004_syncjobprovider_snapshot")])
+        organization = old.get_model("accounts", "Organization").objects.create(
+            name="Migrated", slug="migrated")
+        provider = old.get_model("providers", "Provider").objects.create(
+            organization=organization, name="AWS", kind="aws", config={})
+        old.get_model("costs", "CostRecord").objects.create(
+            organization=organization, provider=provider, day=date(2024, 10, 17),
+            service="EC2", region="us-east-1", currency="USD", billed_amount=Decimal(1),
+            effective_amount=Decimal(1))
+        new = migrate_to([("costs", "0005_costrecord_billing_period")])
+        record = new.get_model("costs", "CostRecord").objects.get()
+        assert record.billing_period == date(2024, 10, 1)
+    finally:
+        migrate_to_latest()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_older_import_slower_to_read_does_not_write_over_a_newer_one(
+    org, import_root, tmp_path, monkeypatch
+):
+    # Upload v1, then a restated v2, on two workers; v1 is slower to read. Its write used
+    # to land last, so October ended as v1 said. One sync of a provider at a time, from
+    # its read to its write, lets v2 read only once v1 is written.
+    import threading
+
+    from django.db import connections
+
+    from costs.models import SyncJobProvider
+    from costs.services import jobs, sync
+
+    provider = ProviderFactory(organization=org, kind="focus")
+    files = {}
+    for version, amount in (("v1", "10"), ("v2", "12")):
+        files[version] = tmp_path / f"{version}.csv"
+        files[version].write_bytes(focus_bytes(month("2024-10", 31, amount)))
+    entries = {}
+    for version in ("v1", "v2"):
+        job = SyncJob.objects.create(organization=org, kind="focus_import")
+        entries[version] = SyncJobProvider.objects.create(
+            job=job, provider=provider, source_file=str(files[version]))
+    reading_v1, real_fetch = threading.Event(), sync._fetch
+
+    def fetch(provider, start, end, source_file, stats):
+        totals = real_fetch(provider, start, end, source_file, stats)
+        if source_file == str(files["v1"]):
+            reading_v1.set()
+            threading.Event().wait(0.5)  # a big file: still reading when v2 starts
+        return totals
+
+    monkeypatch.setattr(sync, "_fetch", fetch)
+    errors = []
+
+    def run(version):
+        try:
+            if version == "v2":
+                reading_v1.wait(10)
+            jobs.sync_result_run(result_id=entries[version].id)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(version,)) for version in ("v1", "v2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert total(provider) == 12 * 31

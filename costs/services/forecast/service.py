@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +22,7 @@ from costs.services.forecast.model import (
     forecast_from_fit,
 )
 from costs.services.forecast.usage import TRAIN_WINDOW_DAYS
+from infraaudit.locks import advisory_lock
 
 logger = logging.getLogger(__name__)
 
@@ -197,42 +200,25 @@ def _insufficient(available: int) -> None:
     )
 
 
-class _FitLock:
+@contextmanager
+def _fit_lock(key: str) -> Iterator[None]:
     """Serializes the first fit of one cache key across threads and processes: a
     PostgreSQL session advisory lock, or elsewhere an entry added to the shared cache."""
+    from django.core.cache import cache
 
-    def __init__(self, key: str):
-        import hashlib
-
-        from django.db import connection
-
-        self.key = key
-        self.connection = connection
-        self.lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-
-    def __enter__(self):
-        from django.core.cache import cache
-
-        if self.connection.vendor == "postgresql":
-            with self.connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_lock(%s)", [self.lock_id])
-            return self
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while not cache.add(f"{self.key}:lock", 1, LOCK_TIMEOUT) and time.monotonic() < deadline:
-            if cache.get(self.key) is not None:
-                break
-            time.sleep(LOCK_POLL)
-        return self
-
-    def __exit__(self, *exc):
-        from django.core.cache import cache
-
-        if self.connection.vendor == "postgresql":
-            with self.connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [self.lock_id])
-        else:
-            cache.delete(f"{self.key}:lock")
-        return False
+    with advisory_lock(key) as held:
+        if held:
+            yield
+            return
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while not cache.add(f"{key}:lock", 1, LOCK_TIMEOUT) and time.monotonic() < deadline:
+        if cache.get(key) is not None:
+            break
+        time.sleep(LOCK_POLL)
+    try:
+        yield
+    finally:
+        cache.delete(f"{key}:lock")
 
 
 def _fitted(*, organization, provider, providers, last_day: date) -> _CachedFit:
@@ -245,7 +231,7 @@ def _fitted(*, organization, provider, providers, last_day: date) -> _CachedFit:
     cached = cache.get(key)
     if cached is not None:
         return cached
-    with _FitLock(key):
+    with _fit_lock(key):
         cached = cache.get(key)
         if cached is not None:
             return cached
