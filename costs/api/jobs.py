@@ -158,17 +158,18 @@ class UploadTooLarge(APIException):
 
 
 class LimitedUploadHandler(TemporaryFileUploadHandler):
-    """Streams the upload to a temporary file and stops at INFRAAUDIT_UPLOAD_MAX_BYTES."""
+    """Streams each uploaded file to a temporary file and stops when the request's files
+    together pass INFRAAUDIT_UPLOAD_MAX_BYTES."""
 
-    def new_file(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.received = 0
-        super().new_file(*args, **kwargs)
 
     def receive_data_chunk(self, raw_data, start):
         self.received += len(raw_data)
         if self.received > settings.UPLOAD_MAX_BYTES:
             raise UploadTooLarge(
-                f"the file is larger than the upload limit of {settings.UPLOAD_MAX_BYTES} bytes"
+                f"the upload is larger than the limit of {settings.UPLOAD_MAX_BYTES} bytes"
             )
         return super().receive_data_chunk(raw_data, start)
 
@@ -176,21 +177,42 @@ class LimitedUploadHandler(TemporaryFileUploadHandler):
 UPLOAD_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
+MAX_UPLOAD_FILES = 100
+
+
 class ImportRequest(serializers.Serializer):
-    file = serializers.FileField(help_text="A FOCUS export: .csv, .csv.gz or .parquet.")
+    file = serializers.ListField(
+        child=serializers.FileField(),
+        min_length=1,
+        max_length=MAX_UPLOAD_FILES,
+        help_text="A FOCUS export: .csv, .csv.gz or .parquet. An export split into several "
+        "files (parts of one billing period) goes in one request, one `file` field each: "
+        "the files are imported together, as one delivery.",
+    )
 
-    def validate_file(self, value):
-        name = (value.name or "").lower()
-        if not name.endswith(UPLOAD_SUFFIXES):
-            raise serializers.ValidationError("must be a .csv, .csv.gz or .parquet file")
-        return value
+    def validate_file(self, files):
+        for uploaded in files:
+            if not (uploaded.name or "").lower().endswith(UPLOAD_SUFFIXES):
+                raise serializers.ValidationError(
+                    f"{uploaded.name}: must be a .csv, .csv.gz or .parquet file"
+                )
+        return files
 
 
-def store_upload(uploaded) -> str:
-    """Move the uploaded file into UPLOAD_DIR under a name of our own, which keeps a safe
-    form of the client's name for messages (``focus.upload_label``); return its path."""
+def store_uploads(files) -> str:
+    """The uploaded files moved into UPLOAD_DIR; the path the import reads: the file
+    itself, or a folder of our own holding several."""
     upload_dir = Path(settings.UPLOAD_DIR)
+    if len(files) > 1:
+        upload_dir = upload_dir / uuid.uuid4().hex
     upload_dir.mkdir(parents=True, exist_ok=True)
+    paths = [store_upload(uploaded, upload_dir) for uploaded in files]
+    return str(upload_dir) if len(files) > 1 else paths[0]
+
+
+def store_upload(uploaded, upload_dir: Path) -> str:
+    """Move the uploaded file into ``upload_dir`` under a name of our own, which keeps a
+    safe form of the client's name for messages (``focus.upload_label``); its path."""
     name = uploaded.name.lower()
     suffix = next(s for s in sorted(UPLOAD_SUFFIXES, key=len, reverse=True) if name.endswith(s))
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(uploaded.name).name)[: -len(suffix)][-80:]
@@ -214,8 +236,9 @@ class ImportView(APIView):
 
     @extend_schema(
         summary="Import an uploaded FOCUS export into a focus provider (admin)",
-        description="Multipart upload (field `file`) of a FOCUS 1.0-1.2 export as CSV, "
-        "CSV.gz or Parquet. The file is streamed to disk and imported by the sync code in "
+        description="Multipart upload (field `file`, repeated for an export split into "
+        "several files) of a FOCUS 1.0-1.2 export as CSV, CSV.gz or Parquet. The files are "
+        "streamed to disk and imported together by the sync code in "
         "Celery; it replaces the provider's records of the billing periods it delivers "
         "(BillingPeriodStart; without that column, of the days it holds in each month). "
         "413 above the upload limit.",
@@ -234,7 +257,7 @@ class ImportView(APIView):
             )
         serializer = ImportRequest(data=request.data)
         serializer.is_valid(raise_exception=True)
-        path = store_upload(serializer.validated_data["file"])
+        path = store_uploads(serializer.validated_data["file"])
         job = import_job_request(provider=provider, user=request.user, source_file=path)
         job.refresh_from_db(fields=["status"])
         return accepted(job)

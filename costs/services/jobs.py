@@ -143,7 +143,8 @@ def sync_job_request(
 
 @transaction.atomic
 def import_job_request(*, provider: Provider, user, source_file: str) -> SyncJob:
-    """A job importing one uploaded FOCUS file into ``provider``."""
+    """A job importing an upload into ``provider``: one FOCUS file, or a folder of the
+    files of one split export (``source_file``)."""
     job = SyncJob.objects.create(
         organization=provider.organization, requested_by=user, kind="focus_import"
     )
@@ -220,10 +221,16 @@ def sync_result_run(
 
 
 def _discard_upload(result: SyncJobProvider) -> None:
+    """Remove an import's uploaded file, or its folder of several."""
     if result.source_file:
+        import shutil
         from pathlib import Path
 
-        Path(result.source_file).unlink(missing_ok=True)
+        path = Path(result.source_file)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _record_failure(result: SyncJobProvider, message: str) -> None:

@@ -166,13 +166,21 @@ class FocusAdapter:
         return _daily_totals(_local_sources(uri, folder), stats, where=uri)
 
     def fetch_file_daily(self, path: str, *, stats: FetchStats) -> pa.Table:
-        """An uploaded file the server stored (a server-chosen path, not user input), named
-        in messages by the name it was uploaded under (``upload_label``)."""
-        file = Path(path)
-        label = upload_label(file.name)
-        if file.is_symlink() or not file.is_file():
-            raise ProviderError(f"the uploaded file {label} is missing or not a regular file")
-        return _daily_totals(iter([_Source(file, label)]), stats, where=label)
+        """An upload the server stored (a server-chosen path, not user input): one file,
+        or a folder of the files of one split export, read together. Each is named in
+        messages by the name it was uploaded under (``upload_label``)."""
+        upload = Path(path)
+        files = sorted(upload.iterdir()) if upload.is_dir() and not upload.is_symlink() else [upload]
+        sources = []
+        for file in files:
+            label = upload_label(file.name)
+            if file.is_symlink() or not file.is_file():
+                raise ProviderError(f"the uploaded file {label} is missing or not a regular file")
+            sources.append(_Source(file, label))
+        if not sources:
+            raise ProviderError("the upload holds no file")
+        where = sources[0].label if len(sources) == 1 else f"{len(sources)} uploaded files"
+        return _daily_totals(iter(sources), stats, where=where)
 
 
 def upload_label(stored_name: str) -> str:

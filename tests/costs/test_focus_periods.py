@@ -265,3 +265,22 @@ def test_an_older_import_slower_to_read_does_not_write_over_a_newer_one(
         thread.join()
     assert errors == []
     assert total(provider) == 12 * 31
+
+
+def test_an_export_split_into_parts_is_uploaded_in_one_request(api, run_on_commit, focus):
+    # Part 1 and part 2 of October (one per sub-account, say) are one delivery of the
+    # period: uploaded one by one, the second replaced the first (155 of 465 left).
+    parts = [SimpleUploadedFile(name, focus_bytes(month("2024-10", 31, amount, service)),
+                                content_type="text/csv")
+             for name, amount, service in (("oct-00001.csv", "10", "EC2"),
+                                           ("oct-00002.csv", "5", "S3"))]
+    response = run_on_commit(api.post, f"/api/v1/providers/{focus.id}/import",
+                             {"file": parts}, format="multipart")
+    assert response.status_code == 202, response.content
+    job = api.get(f"/api/v1/jobs/{response.json()['job_id']}").json()
+    assert job["status"] == "succeeded"
+    assert job["providers"][0]["rows_read"] == 62
+    assert total(focus) == 31 * 15
+    # One part uploaded alone is a whole delivery of the period: October is then that.
+    upload(api, run_on_commit, focus, "oct-00001.csv", month("2024-10", 31, "10"))
+    assert total(focus) == 310

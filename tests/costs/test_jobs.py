@@ -409,6 +409,51 @@ def test_import_too_large_is_413(api, org, import_root, settings):
     assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
 
 
+def test_import_of_several_files_reads_them_together_and_removes_their_folder(
+    api, org, import_root, run_on_commit
+):
+    provider = ProviderFactory(organization=org, kind="focus")
+    files = [_csv_upload("part-1.csv"), _csv_upload("part-2.csv", day="2024-03-06")]
+    response = run_on_commit(api.post, f"/api/v1/providers/{provider.id}/import",
+                             {"file": files}, format="multipart")
+    assert response.status_code == 202
+    assert SyncJob.objects.get(pk=response.json()["job_id"]).status == "succeeded"
+    assert sorted(CostRecord.objects.filter(provider=provider).values_list("day", flat=True)) == [
+        date(2024, 3, 5), date(2024, 3, 6)]
+    assert list((import_root.parent / "uploads").iterdir()) == []
+
+
+def test_import_of_several_files_with_a_bad_one_names_it_and_imports_nothing(
+    api, org, import_root, run_on_commit
+):
+    provider = ProviderFactory(organization=org, kind="focus")
+    bad = SimpleUploadedFile("part-2.csv", b"not,a,focus\nfile,at,all\n")
+    response = run_on_commit(api.post, f"/api/v1/providers/{provider.id}/import",
+                             {"file": [_csv_upload("part-1.csv"), bad]}, format="multipart")
+    job = api.get(f"/api/v1/jobs/{response.json()['job_id']}").json()
+    assert job["status"] == "failed"
+    assert job["providers"][0]["error"].startswith("part-2.csv: missing required FOCUS column")
+    assert not CostRecord.objects.filter(provider=provider).exists()
+    assert list((import_root.parent / "uploads").iterdir()) == []
+    response = api.post(f"/api/v1/providers/{provider.id}/import",
+                        {"file": [_csv_upload("a.csv"), _csv_upload("b.xlsx")]},
+                        format="multipart")
+    assert response.status_code == 400
+    assert "b.xlsx" in response.json()["details"]["file"][0]
+
+
+def test_import_size_limit_counts_every_file_of_the_request(api, org, import_root, settings):
+    one = len(_csv_upload().read())
+    settings.UPLOAD_MAX_BYTES = one + one // 2  # each file fits, both together do not
+    provider = ProviderFactory(organization=org, kind="focus")
+    response = api.post(f"/api/v1/providers/{provider.id}/import",
+                        {"file": [_csv_upload("a.csv"), _csv_upload("b.csv")]},
+                        format="multipart")
+    assert response.status_code == 413
+    assert not (import_root.parent / "uploads").exists() or not list(
+        (import_root.parent / "uploads").iterdir())
+
+
 def test_import_into_non_focus_provider_is_422(api, org, import_root):
     provider = ProviderFactory(organization=org, kind="aws", config={})
     response = api.post(f"/api/v1/providers/{provider.id}/import", {"file": _csv_upload()},
