@@ -19,6 +19,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from infraaudit.fields import PatternField, TextField
+from providers.adapters.base import GOOGLE_TOKEN_URI
 
 if TYPE_CHECKING:
     from accounts.models import Organization
@@ -85,6 +86,11 @@ class GcpCredentials(_Strict):
         for key in ("client_email", "private_key"):
             if not value.get(key):
                 raise serializers.ValidationError(f"missing {key}")
+        # The key file names where its token is fetched: any other address made the
+        # worker POST a signed assertion there (to an internal service, or a port scan).
+        for key, google in (("token_uri", GOOGLE_TOKEN_URI), ("universe_domain", "googleapis.com")):
+            if value.get(key, google) != google:
+                raise serializers.ValidationError(f"{key} must be Google's ({google})")
         return value
 
 

@@ -21,6 +21,9 @@ GLOBAL_REGION = "global"
 # No cloud billed before 2000: an earlier day is a broken export's placeholder (a FOCUS
 # row dated 0001-01-01) or a mistyped sync window, not a day to read or mark as synced.
 EARLIEST_DAY = date(2000, 1, 1)
+# Where a Google service account's token comes from; a key file naming another address
+# is refused (``providers.configs``) and overridden (``gcp``).
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - an address
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from providers.adapters.base import (
+    GOOGLE_TOKEN_URI,
     CostRow,
     FetchStats,
     ProviderError,
@@ -180,6 +181,9 @@ def _credentials(provider: ProviderSnapshot) -> tuple[Any, str | None, str]:
     """(credentials, their project, who they are for messages)."""
     info = _service_account_info(provider)
     if info is not None:
+        # Only Google's token endpoint, whatever the stored key file says (see
+        # providers.configs): a key file is tenant input, not a place to send requests.
+        info = {**info, "token_uri": GOOGLE_TOKEN_URI, "universe_domain": "googleapis.com"}
         try:
             credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
         except (ValueError, KeyError):

@@ -497,3 +497,35 @@ def test_gcp_sync_restatement_ends_as_the_export_now_reports(http, gcp_provider)
             Decimal("4"),
         ),
     }
+
+
+def test_gcp_fetch_asks_only_google_for_a_token_whatever_the_key_file_says(
+    http, token, service_account_info
+):
+    # A key file is tenant input: its token_uri pointed the worker at any address (an
+    # internal service received the signed assertion; a closed port retried, an open one
+    # did not). responses refuses every request it was not told about, so a request to
+    # the address in the file would fail this test.
+    http.post(f"{BQ}/queries", json=first_page(bq_row("2024-01-14", "Support", None, None,
+                                                       "1", "1")))
+    stored = {**service_account_info, "token_uri": "http://127.0.0.1:9/internal/reset",
+              "universe_domain": "evil.example"}
+    rows, _ = fetch_all(snapshot(stored))
+    assert [row.service for row in rows] == ["Support"]
+    assert http.calls[0].request.url == TOKEN_URL
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("key", "value"), [("token_uri", "http://127.0.0.1:9/x"),
+                                            ("universe_domain", "evil.example")])
+def test_gcp_provider_key_file_naming_another_token_address_is_400(
+    api, service_account_info, key, value
+):
+    response = api.post("/api/v1/providers", {
+        "name": "GCP", "kind": "gcp",
+        "config": {"billing_table": "billing-admin.billing.gcp_billing_export_v1_0A"},
+        "credentials": {"service_account_json": {**service_account_info, key: value}},
+    }, format="json")
+    assert response.status_code == 400
+    assert f"{key} must be Google's" in response.json()["details"]["credentials"][
+        "service_account_json"][0]
