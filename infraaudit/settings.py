@@ -71,6 +71,11 @@ INSTALLED_APPS = [
     "costs",
 ]
 
+# Admin messages live in the session, not in a cookie: the message that shows a new API
+# key once would otherwise travel in a signed (readable) cookie, to every proxy and log
+# that records cookies.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

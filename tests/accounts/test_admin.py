@@ -54,8 +54,11 @@ def test_accounts_admin_api_key_created_and_shown_once(admin_client, membership)
     response = admin_client.post(
         "/admin/accounts/apikey/add/",
         {"membership": membership.pk, "name": "deploy", "expires_at_0": "", "expires_at_1": ""},
-        follow=True,
     )
+    # The message that shows the key is kept in the session, never set as a cookie
+    # (signed, not encrypted: readable by any proxy or log that records cookies).
+    assert response.status_code == 302 and "messages" not in response.cookies
+    response = admin_client.get(response["Location"])
     assert response.status_code == 200
     messages = [str(message) for message in response.context["messages"]]
     shown = [m for message in messages for m in KEY_PATTERN.findall(message)]
