@@ -7,6 +7,7 @@ under ``var/`` and Celery tasks executed in-process (no broker to install).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from pathlib import Path
 
@@ -42,6 +43,16 @@ if not ENCRYPTION_KEYS:
             "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
         )
     ENCRYPTION_KEYS = [base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()]
+for _key in ENCRYPTION_KEYS:  # a malformed key stops the start, not the first credential saved
+    try:
+        _valid = len(base64.urlsafe_b64decode(_key.encode())) == 32
+    except (ValueError, binascii.Error):
+        _valid = False
+    if not _valid:
+        raise ImproperlyConfigured(
+            "INFRAAUDIT_ENCRYPTION_KEY must be one or more comma-separated Fernet keys "
+            "(32 url-safe base64-encoded bytes); one of them is not"
+        )
 
 # The only local folder a FOCUS provider may read exports from.
 IMPORT_ROOT = Path(env_str("INFRAAUDIT_IMPORT_ROOT") or VAR_DIR / "imports").resolve()

@@ -37,6 +37,17 @@ def test_settings_refuse_to_start_without_encryption_key_when_not_debug():
     assert "INFRAAUDIT_ENCRYPTION_KEY is required" in result.stderr
 
 
+@pytest.mark.parametrize("key", ["notafernetkey", "YWJj", "x" * 44])
+def test_settings_refuse_to_start_with_a_malformed_encryption_key(key):
+    # It used to start and answer 500 to the first provider saved with credentials.
+    good = "3q2T6fD7Xb1o7qsFq3o1q0Zq5vQmRkY6m7jcW0xkX6U="
+    result = _start({"DJANGO_SECRET_KEY": "x" * 50, "INFRAAUDIT_ENCRYPTION_KEY": f"{good},{key}"})
+    assert result.returncode != 0
+    assert "one of them is not" in result.stderr
+    assert key not in result.stderr  # the message never repeats a key
+    assert _start({"DJANGO_SECRET_KEY": "x" * 50, "INFRAAUDIT_ENCRYPTION_KEY": good}).returncode == 0
+
+
 def test_settings_start_in_debug_with_embedded_defaults():
     result = _start({"DJANGO_DEBUG": "1"})
     assert result.returncode == 0, result.stderr
