@@ -210,9 +210,28 @@ def _checked_destination(url: str, *, resolve: bool = True) -> _Destination:
     # ::ffff:127.0.0.1 is 127.0.0.1 to a dual-stack socket.
     addresses = [getattr(a, "ipv4_mapped", None) or a for a in addresses]
     for address in [] if allow_internal else addresses:
-        if not address.is_global or address.is_multicast:
-            raise DestinationRefused(f"{name} is an internal address ({address})")
+        for reached in (address, *_embedded_ipv4(address)):
+            if not reached.is_global or reached.is_multicast:
+                raise DestinationRefused(f"{name} is an internal address ({reached})")
     return _Destination(url, netloc, addresses)
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(address) -> list:
+    """The IPv4 address an IPv6 transition address carries, which a NAT64 gateway, a 6to4
+    relay or an old stack may reach: 64:ff9b::7f00:1, 2002:7f00:1:: and
+    ::127.0.0.1 all pass ``is_global`` while meaning 127.0.0.1."""
+    if address.version != 6:
+        return []
+    carried = []
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        carried.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        carried.append(address.sixtofour)
+    return carried  # Teredo (2001::/32) is refused as it is: not global
 
 
 class AttemptTimedOut(requests.Timeout):

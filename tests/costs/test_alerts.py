@@ -318,6 +318,11 @@ def fullwidth(text: str) -> str:
         ("http://localhost:8000/hook", "localhost is an internal address"),
         ("http://[::ffff:169.254.169.254]/",
          "::ffff:169.254.169.254 is an internal address (169.254.169.254)"),
+        # IPv6 transition addresses that carry an internal IPv4 address pass is_global.
+        ("http://[::127.0.0.1]/", "::127.0.0.1 is an internal address (127.0.0.1)"),
+        ("http://[64:ff9b::7f00:1]/", "64:ff9b::7f00:1 is an internal address (127.0.0.1)"),
+        ("http://[2002:a9fe:a9fe::]/", "2002:a9fe:a9fe:: is an internal address (169.254.169.254)"),
+        ("http://[2001:0:a00:1::a00:1]/", "2001:0:a00:1::a00:1 is an internal address (2001:0:a00:1::a00:1)"),
     ],
 )
 def test_destination_problem_still_refuses_ambiguous_and_internal_urls(settings, url, problem):
