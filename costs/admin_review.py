@@ -16,7 +16,9 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.admin_scoping import OrganizationScopedAdminMixin, member_organizations_only
 from costs.models import AlertWebhook, Anomaly, AnomalyPolicy, WebhookDelivery
@@ -544,6 +546,11 @@ class AlertWebhookAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     search_fields = ["name", "url"]
     fields = ["organization", "name", "url", "min_severity", "max_age_days", "is_active",
               "new_secret"]
+
+    @method_decorator(sensitive_post_parameters("new_secret"))
+    def changeform_view(self, *args, **kwargs):
+        # A 500 while saving must not print the secret in an error report.
+        return super().changeform_view(*args, **kwargs)
 
     @admin.display(description="URL")
     def masked_url(self, obj):

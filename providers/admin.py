@@ -8,8 +8,10 @@ from django.db import models
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.text import capfirst
+from django.views.decorators.debug import sensitive_post_parameters
 from rest_framework import serializers
 
 from accounts.admin_scoping import OrganizationScopedAdminMixin
@@ -132,6 +134,11 @@ class ProviderAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     search_fields = ["name"]
     readonly_fields = ["last_synced_at", "coverage_start", "coverage_end", "synced_spans",
                        "data_version", "created_at", "updated_at"]
+
+    @method_decorator(sensitive_post_parameters("new_credentials"))
+    def changeform_view(self, *args, **kwargs):
+        # A 500 while saving must not print the secret in an error report.
+        return super().changeform_view(*args, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
         # A different kind is a different provider (as in the API): its kind never changes.

@@ -447,3 +447,35 @@ def test_provider_admin_delete_confirmation_does_not_grow_with_records(admin_cli
         assert len(big_sql) == len(small_sql) <= most, kind
         _assert_rows_never_fetched(big_sql)
         assert abs(len(big_html) - len(small_html)) < 50, kind
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("admin_class", "url", "field"), [
+    ("providers.admin.ProviderAdmin", "/admin/providers/provider/{pk}/change/", "new_credentials"),
+    ("costs.admin_review.AlertWebhookAdmin", "/admin/costs/alertwebhook/add/", "new_secret"),
+])
+def test_admin_secret_fields_are_hidden_from_error_reports(
+    admin_client, provider, monkeypatch, admin_class, url, field
+):
+    # A 500 while saving (DEBUG on, or ADMINS configured) printed the POST in clear.
+    from django.utils.module_loading import import_string
+    from django.views.debug import SafeExceptionReporterFilter
+
+    reported = {}
+
+    def failing_save(self, request, obj, form, change):
+        reported.update(SafeExceptionReporterFilter().get_post_parameters(request))
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(import_string(admin_class), "save_model", failing_save)
+    admin_client.raise_request_exception = False
+    if field == "new_credentials":
+        data = _form(provider, new_credentials=json.dumps(CREDENTIALS))
+    else:
+        data = {"organization": provider.organization_id, "name": "Finance",
+                "url": "https://hooks.example.com/x", "min_severity": "high",
+                "max_age_days": 7, "is_active": "on", "new_secret": SECRET}
+    response = admin_client.post(url.format(pk=provider.pk), data)
+    assert response.status_code == 500
+    assert reported[field] == [SafeExceptionReporterFilter.cleansed_substitute]
+    assert SECRET not in str(reported) and KEY_ID not in str(reported)
