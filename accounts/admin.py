@@ -19,6 +19,7 @@ class OrganizationAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["aws_external_id"]
     inlines = [MembershipInline]
 
 

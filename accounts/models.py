@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 
+def new_external_id() -> str:
+    return f"infraaudit-{secrets.token_hex(16)}"
+
+
 class Organization(models.Model):
-    """A tenant. Every provider, cost record, job and anomaly belongs to exactly one."""
+    """A tenant. Every provider, cost record, job and anomaly belongs to exactly one.
+
+    ``aws_external_id`` is the ExternalId the server gives when it assumes an AWS role of
+    this organization with its own identity: generated here, never chosen by a client, so
+    one organization cannot name another's role and its external id and have the server
+    read that account for it (the "confused deputy" of AWS's cross-account guidance)."""
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
+    aws_external_id = models.CharField(
+        max_length=64, unique=True, default=new_external_id, editable=False,
+        help_text="The sts:ExternalId an AWS role's trust policy requires of this server.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -90,6 +90,7 @@ def provider_snapshot(provider: Provider) -> ProviderSnapshot:
         credentials=provider.credentials,
         allow_ambient_credentials=settings.ALLOW_AMBIENT_CREDENTIALS,
         organization_slug=provider.organization.slug,
+        aws_external_id=provider.organization.aws_external_id,
     )
 
 

@@ -18,13 +18,14 @@ Every request is billed by AWS, so no page is ever requested twice on purpose:
   which is the rare, bounded price of not holding a worker forever.
 
 Credentials: the provider's access key pair (encrypted ``credentials``), or
-``config.role_arn`` (+ ``config.external_id``) assumed through STS. Role assumption may
-start from the key pair or, when the provider has none, from the server's own identity:
-that is the standard cross-account pattern (the customer's role trusts our account) and
-the external id, unique per customer, stops one organization from assuming another's
-role through us (the confused-deputy problem). Without an external id the server's
-identity is used only when ``INFRAAUDIT_ALLOW_AMBIENT_CREDENTIALS`` is on, as is any
-other use of ambient credentials.
+``config.role_arn`` assumed through STS. Role assumption may start from the key pair
+(then with ``config.external_id`` if the role asks for one: the client's own identity
+assumes it) or, when the provider has none, from the server's own identity: the
+standard cross-account pattern, where the customer's role trusts our account and
+requires the external id the server generated for the organization
+(``Organization.aws_external_id``, never taken from a client). An external id a client
+chooses would stop nobody: another organization could name the same role and id and
+have the server read that account for it (the confused-deputy problem).
 """
 
 from __future__ import annotations
@@ -124,8 +125,7 @@ ERROR_MESSAGES: dict[str, str] = {
 _ASSUME_ROLE_MESSAGES: dict[str, str] = {
     "AccessDenied": (
         "AWS refused to let us assume the role {role_arn}: its trust policy must allow "
-        "our AWS account to call sts:AssumeRole, and config.external_id must match the "
-        "sts:ExternalId condition of that trust policy"
+        "{principal} to call sts:AssumeRole, with the sts:ExternalId condition {external_id}"
     ),
     "RegionDisabledException": (
         "STS is disabled in region {region}: activate it in the IAM console or set "
@@ -154,21 +154,19 @@ def _ce_client(provider: ProviderSnapshot) -> BaseClient:
         {"aws_access_key_id": key_id, "aws_secret_access_key": secret} if key_id and secret else {}
     )
     role_arn = provider.config.get("role_arn")
-    external_id = provider.config.get("external_id")
     if role_arn:
-        if not keys and not external_id and not provider.allow_ambient_credentials:
-            raise ProviderError(
-                "assuming config.role_arn without an access key needs config.external_id "
-                "(set the external id of the role's trust policy), or add an access key pair "
-                "to the provider's credentials"
-            )
+        # With the server's identity, only the organization's server-generated id.
+        external_id = provider.config.get("external_id") if keys else provider.aws_external_id
+        if not keys and not external_id:
+            raise ProviderError("this organization has no AWS external id; contact the operator")
         keys = _assume_role(provider, base=keys, role_arn=role_arn, external_id=external_id)
     elif not keys and not provider.allow_ambient_credentials:
         raise ProviderError(
             "this AWS provider has no credentials: add an access key pair "
-            "(aws_access_key_id, aws_secret_access_key) or set config.role_arn and "
-            "config.external_id (or, for a single-organization install, set "
-            "INFRAAUDIT_ALLOW_AMBIENT_CREDENTIALS to use the server's own AWS identity)"
+            "(aws_access_key_id, aws_secret_access_key) or set config.role_arn to a role "
+            "that trusts our AWS account with the organization's external id (or, for a "
+            "single-organization install, set INFRAAUDIT_ALLOW_AMBIENT_CREDENTIALS to use "
+            "the server's own AWS identity)"
         )
     return _new_client("ce", region_name=_ce_region(provider), **keys)
 
@@ -186,7 +184,13 @@ def _assume_role(
         code = _error_code(exc)
         template = _ASSUME_ROLE_MESSAGES.get(code)
         if template:
-            raise ProviderError(template.format(role_arn=role_arn, region=region)) from None
+            server = external_id == provider.aws_external_id and not base
+            raise ProviderError(template.format(
+                role_arn=role_arn, region=region,
+                principal="our AWS account" if server else "the provider's access key",
+                external_id=(f"{external_id} (this organization's external id)" if server
+                             else "of config.external_id, if it has one"),
+            )) from None
         raise _translate(exc, action=f"assuming the role {role_arn}") from None
     except BotoCoreError as exc:
         raise _translate(exc, action=f"assuming the role {role_arn}") from None

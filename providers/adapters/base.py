@@ -53,6 +53,9 @@ class ProviderSnapshot:
     # The provider's organization: a local FOCUS path is read only inside its import
     # folder, IMPORT_ROOT/<slug> (``providers.configs.organization_import_folder``).
     organization_slug: str = ""
+    # The ExternalId the server gives when it assumes the organization's AWS roles with
+    # its own identity (``Organization.aws_external_id``): the server's, never the client's.
+    aws_external_id: str = ""
 
 
 @dataclass(slots=True)

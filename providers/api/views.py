@@ -30,7 +30,8 @@ class ProviderViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Provider.objects.none()
-        return Provider.objects.filter(organization=request_org(self.request)).order_by("name")
+        return (Provider.objects.filter(organization=request_org(self.request))
+                .select_related("organization").order_by("name"))
 
     def perform_create(self, serializer):
         data = serializer.validated_data

@@ -148,3 +148,19 @@ def test_accounts_admin_membership_organization_choices_are_the_users_own(client
     )
     assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
     assert not Membership.objects.filter(organization=other.organization, user=staff).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accounts_migration_gives_each_existing_organization_its_own_external_id():
+    from tests.migrations import migrate_to, migrate_to_latest
+
+    try:
+        old = migrate_to([("accounts", "0001_initial")])
+        organizations = old.get_model("accounts", "Organization").objects
+        ids = [organizations.create(name=f"Org {n}", slug=f"org-{n}").pk for n in range(3)]
+        new = migrate_to([("accounts", "0002_organization_aws_external_id")])
+        external = new.get_model("accounts", "Organization").objects.filter(pk__in=ids)
+        values = list(external.values_list("aws_external_id", flat=True))
+        assert len(set(values)) == 3 and all(v.startswith("infraaudit-") for v in values)
+    finally:
+        migrate_to_latest()

@@ -196,7 +196,7 @@ def test_billing_period_migration_gives_existing_records_their_days_month():
     from tests.migrations import migrate_to, migrate_to_latest
 
     try:
-        old = migrate_to([("costs", "0004_syncjobprovider_snapshot")])
+        old = migrate_to([("costs", "0004_syncjobprovider_snapshot"), ("accounts", "0001_initial")])
         organization = old.get_model("accounts", "Organization").objects.create(
             name="Migrated", slug="migrated")
         provider = old.get_model("providers", "Provider").objects.create(

@@ -201,7 +201,8 @@ def test_job_history_admin_shows_the_entry_of_a_deleted_provider(admin_client):
 
 
 # -- the migration: snapshot of the entries that exist -----------------------------------
-BEFORE = [("costs", "0003_finance_reviewers_group")]
+# Organizations as they were then too (no aws_external_id column to fill).
+BEFORE = [("costs", "0003_finance_reviewers_group"), ("accounts", "0001_initial")]
 AFTER = [("costs", "0004_syncjobprovider_snapshot")]
 
 

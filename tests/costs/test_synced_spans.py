@@ -136,7 +136,8 @@ def test_forecast_history_counts_a_day_without_records_in_an_older_span_as_zero(
 
 # -- the migration that backfills the spans ---------------------------------------------
 
-BEFORE = [("providers", "0001_initial")]
+# Organizations as they were then too (no aws_external_id column to fill).
+BEFORE = [("providers", "0001_initial"), ("accounts", "0001_initial")]
 AFTER = [("providers", "0002_provider_synced_spans")]
 
 

@@ -47,7 +47,8 @@ VALID = {
 }
 SECRETS = [AWS_SECRET, AWS_KEY_ID, "MIIEvQIBADANsecretgcp", AZURE_SECRET]
 PUBLIC_FIELDS = {
-    "id", "name", "kind", "config", "has_credentials", "is_active", "last_synced_at", "created_at"
+    "id", "name", "kind", "config", "has_credentials", "aws_external_id", "is_active",
+    "last_synced_at", "created_at",
 }
 
 
@@ -76,6 +77,8 @@ def test_provider_create_each_kind_stores_encrypted_credentials_and_never_return
     assert body["has_credentials"] is True
     assert body["is_active"] is True
     assert body["last_synced_at"] is None
+    # The external id the server gives when it assumes an AWS role: the organization's.
+    assert body["aws_external_id"] == (org.aws_external_id if kind == "aws" else None)
     _assert_no_secret(response.content.decode())
 
     provider = Provider.objects.get(pk=body["id"])
