@@ -59,11 +59,13 @@ import gzip
 import logging
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from providers.adapters import focus_discovery as discovery
@@ -106,6 +108,15 @@ FUTURE_DAYS = 366
 MAX_LINE_AMOUNT = 10**15
 # Merge the per-file sums every so many files, so a prefix of thousands of files stays small.
 MERGE_EVERY = 16
+# What a file may hold before it is read: a 1 MB .csv.gz of one 1 GiB line took 7.5 GB of
+# memory to parse, and a 689 KB Parquet file of 20 million dictionary-encoded rows in one
+# row group 1.6 GB. FOCUS lines are a few KB (tags included); exporters cut row groups
+# far smaller. A gzip is decompressed to a temporary file by streaming (polars would
+# decompress it whole, in memory), up to MAX_TEXT_BYTES of text.
+MAX_LINE_BYTES = 4 * 1024**2
+MAX_TEXT_BYTES = 64 * 1024**3
+MAX_ROW_GROUP_ROWS = 8_000_000
+_CHUNK = 4 * 1024**2
 
 _ISO_DATETIME = (
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?"
@@ -370,7 +381,8 @@ def _daily_totals(sources: Iterator[_Source], stats: FetchStats, *, where: str) 
     parts: list[pl.DataFrame] = []
     named: set[date] = set()  # periods a file named in its BillingPeriodStart column
     for source in sources:
-        frame, rows, names_periods = _read_file(source)
+        with _bounded(source) as readable:
+            frame, rows, names_periods = _read_file(readable)
         stats.rows_read += rows
         if names_periods:
             named.update(frame["billing_period"].unique().to_list())
@@ -401,6 +413,74 @@ def _periods(totals: pl.DataFrame, named: set[date]) -> dict[date, PeriodDeliver
         period: PeriodDelivered(first, last, whole=period in named)
         for period, first, last in spans.iter_rows()
     }
+
+
+@contextmanager
+def _bounded(source: _Source) -> Iterator[_Source]:
+    """``source`` checked against the limits above before anything parses it: a gzip as a
+    temporary plain file (decompressed by streaming), its lines measured on the way; a
+    CSV's lines measured; a Parquet file's row groups counted from its footer."""
+    kind, name = _file_format(source.path), source.path.name.lower()
+    if (name.endswith(".parquet") and kind != "parquet") or (name.endswith(".gz") and kind != "gzip"):
+        yield source  # a broken file: reading it says so (``_open``)
+    elif kind == "parquet":
+        _check_row_groups(source)
+        yield source
+    elif kind == "gzip":
+        with tempfile.TemporaryDirectory(prefix="focus-gunzip-") as folder:
+            plain = Path(folder) / "export.csv"
+            try:
+                with gzip.open(source.path, "rb") as packed, plain.open("wb") as out:
+                    _copy_lines(packed, out, source)
+            except (OSError, EOFError) as exc:  # not gzip after all, or cut short
+                raise _unreadable(source, "gzip", exc) from None
+            yield _Source(plain, source.label)
+    else:
+        with source.path.open("rb") as handle:
+            _copy_lines(handle, None, source)
+        yield source
+
+
+def _copy_lines(data, out, source: _Source) -> None:
+    """Read ``data`` in chunks (written to ``out`` when given), refusing a line longer than
+    MAX_LINE_BYTES or a text longer than MAX_TEXT_BYTES. Vectorised: the newlines of a
+    chunk are found by numpy, not by a Python loop."""
+    line, length, total = 1, 0, 0  # the current line, its bytes so far, the text's bytes
+    while chunk := data.read(_CHUNK):
+        total += len(chunk)
+        if total > MAX_TEXT_BYTES:
+            raise ProviderError(f"{source.label}: holds more than {MAX_TEXT_BYTES} bytes of text; "
+                                "nothing was imported")
+        ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+        starts = np.concatenate([[0], ends + 1])
+        lengths = np.append(ends, len(chunk)) - starts  # each line's bytes in this chunk
+        lengths[0] += length
+        too_long = np.flatnonzero(lengths > MAX_LINE_BYTES)
+        if too_long.size:
+            raise ProviderError(
+                f"{source.label}: line {line + int(too_long[0])} is longer than "
+                f"{MAX_LINE_BYTES // 1024**2} MiB; not a FOCUS export line, nothing was imported"
+            )
+        line, length = line + ends.size, int(lengths[-1])
+        if out is not None:
+            out.write(chunk)
+
+
+def _check_row_groups(source: _Source) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.ParquetFile(source.path).metadata
+    except (OSError, ValueError):
+        return  # a broken file: reading it says so (``_columns``)
+    for index in range(metadata.num_row_groups):
+        rows = metadata.row_group(index).num_rows
+        if rows > MAX_ROW_GROUP_ROWS:
+            raise ProviderError(
+                f"{source.label}: row group {index + 1} holds {rows} rows, more than the "
+                f"{MAX_ROW_GROUP_ROWS} read at once; write it with smaller row groups "
+                "(nothing was imported)"
+            )
 
 
 def _merge(parts: list[pl.DataFrame]) -> pl.DataFrame:

@@ -753,3 +753,45 @@ def test_focus_delivery_broken_symlink_in_folder_fails_clearly(root):
     (folder / "gone.csv").symlink_to(folder / "nowhere.csv")
     with pytest.raises(ProviderError, match=r"exports/gone\.csv: cannot be read"):
         read(str(folder))
+
+
+# -- limits checked before a file is parsed (decompression bombs) -----------------------
+@pytest.mark.parametrize("name", ["export.csv", "export.csv.gz"])
+def test_focus_line_longer_than_the_limit_is_refused_before_parsing(root, monkeypatch, name):
+    # A 1 MB .csv.gz of one 1 GiB ServiceName took 7.5 GB of memory to parse before its
+    # length check ran. The limit is small here; the lines are measured across chunks.
+    from providers.adapters import focus
+
+    monkeypatch.setattr(focus, "MAX_LINE_BYTES", 200)
+    monkeypatch.setattr(focus, "_CHUNK", 64)
+    fits = write_csv(root / "fits" / name, [row(), row(service="E" * 100)])
+    assert read(str(fits.parent))[1].rows_read == 2
+    write_csv(root / "long" / name, [row(), row(), row(service="S" * 300), row()])
+    with pytest.raises(ProviderError, match=rf"{name}: line 4 is longer than 0 MiB"):
+        read(str(root / "long"))
+
+
+def test_focus_gzip_is_decompressed_by_streaming_up_to_the_text_limit(root, monkeypatch):
+    from providers.adapters import focus
+
+    write_csv(root / "big" / "export.csv.gz", [row()] * 50)
+    monkeypatch.setattr(focus, "_CHUNK", 100)
+    assert read(str(root / "big"))[1].rows_read == 50
+    monkeypatch.setattr(focus, "MAX_TEXT_BYTES", 1000)
+    with pytest.raises(ProviderError, match=r"export\.csv\.gz: holds more than 1000 bytes of text"):
+        read(str(root / "big"))
+
+
+def test_focus_parquet_row_group_larger_than_the_limit_is_refused(root, monkeypatch):
+    # 689 KB of 20 million dictionary-encoded rows in one row group took 1.6 GB.
+    from providers.adapters import focus
+
+    table = pa.Table.from_pylist([row(billed=str(n)) for n in range(20)])
+    folder = root / "parquet"
+    folder.mkdir()
+    pq.write_table(table, folder / "export.parquet", row_group_size=20)
+    monkeypatch.setattr(focus, "MAX_ROW_GROUP_ROWS", 10)
+    with pytest.raises(ProviderError, match="row group 1 holds 20 rows, more than the 10"):
+        read(str(folder))
+    pq.write_table(table, folder / "export.parquet", row_group_size=10)
+    assert read(str(folder))[1].rows_read == 20
