@@ -166,8 +166,8 @@ def cost_records_sync(
 ) -> SyncOutcome:
     """Pull ``provider``'s billing data for ``start``..``end`` (default window when None)
     and replace its records for the days the source covered, or for the billing periods
-    it delivered (FOCUS). ``source_file`` imports one uploaded FOCUS file instead of the
-    provider's configured source.
+    it delivered (FOCUS). ``source_file`` imports an upload (one FOCUS file, or a folder
+    of the files of one split export) instead of the provider's configured source.
 
     One sync of a provider runs at a time, from its read to its write (a PostgreSQL
     advisory lock): two imports of the same provider, the older one slower to read,
