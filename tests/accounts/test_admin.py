@@ -164,3 +164,11 @@ def test_accounts_migration_gives_each_existing_organization_its_own_external_id
         assert len(set(values)) == 3 and all(v.startswith("infraaudit-") for v in values)
     finally:
         migrate_to_latest()
+
+
+@pytest.mark.django_db
+def test_accounts_admin_shows_the_organizations_aws_external_id_read_only(admin_client, org):
+    # What the organization's AWS roles must require in their trust policy; never edited.
+    page = admin_client.get(f"/admin/accounts/organization/{org.pk}/change/").content.decode()
+    assert org.aws_external_id in page
+    assert 'name="aws_external_id"' not in page
