@@ -196,11 +196,27 @@ def _sync(
         # Nothing read and no window known (an empty file): nothing to replace.
         return SyncOutcome(stats.rows_read, 0, None, None, changed=False)
 
-    written, changed = replace_window(
+    written = _replace(
         provider=provider, date_from=date_from, date_to=date_to, totals=totals,
         billing_periods=stats.billing_periods,
     )
-    return SyncOutcome(stats.rows_read, written, date_from, date_to, changed)
+    # The days changed include those of records deleted outside the data's days (a
+    # period's correction of an earlier day, gone in its restatement): the anomalies of
+    # those days are judged again too.
+    date_from = min(filter(None, [date_from, written.first_gone]))
+    date_to = max(filter(None, [date_to, written.last_gone]))
+    return SyncOutcome(stats.rows_read, written.records, date_from, date_to, written.changed)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What a replacement did: records written, whether anything changed, and the first
+    and last day of the records it deleted (None: none)."""
+
+    records: int
+    changed: bool
+    first_gone: date | None
+    last_gone: date | None
 
 
 def replace_window(
@@ -211,11 +227,25 @@ def replace_window(
     totals: DailyTotals,
     billing_periods: dict[date, PeriodDelivered] | None = None,
 ) -> tuple[int, bool]:
+    """``_replace``'s (records written, whether anything changed)."""
+    written = _replace(provider=provider, date_from=date_from, date_to=date_to,
+                       totals=totals, billing_periods=billing_periods)
+    return written.records, written.changed
+
+
+def _replace(
+    *,
+    provider: Provider,
+    date_from: date,
+    date_to: date,
+    totals: DailyTotals,
+    billing_periods: dict[date, PeriodDelivered] | None = None,
+) -> _Written:
     """Make the provider's records for date_from..date_to exactly ``totals`` (amounts
     rounded to the column's 12 decimals), atomically. With ``billing_periods`` (what a
     FOCUS export delivered), the records of those periods instead (of a period only
     inferred from its days, those days), whatever their days; the days synced are then
-    each period's own. Returns (records written, whether anything changed)."""
+    each period's own; what it did (``_Written``)."""
     scope = _Scope(date_from, date_to, billing_periods)
     if billing_periods is None:
         spans = [(date_from, date_to)]
@@ -225,10 +255,10 @@ def replace_window(
         # Serializes concurrent syncs of one provider; the loser waits, then compares.
         locked = Provider.objects.select_for_update().get(pk=provider.pk)
         if connection.vendor == "postgresql":
-            written, changed = _replace_in_sql(locked, scope, totals)
+            written = _replace_in_sql(locked, scope, totals)
         else:
-            written, changed = _replace_in_python(locked, scope, totals)
-        if changed:
+            written = _replace_in_python(locked, scope, totals)
+        if written.changed:
             locked.data_version += 1
         locked.last_synced_at = timezone.now()
         # Every synced window is kept (the forecast and the detector read a day without
@@ -244,7 +274,7 @@ def replace_window(
         locked.save(update_fields=["data_version", "last_synced_at", "coverage_start",
                                    "coverage_end", "synced_spans"])
     provider.refresh_from_db()
-    return written, changed
+    return written
 
 
 @dataclass(frozen=True)
@@ -295,7 +325,7 @@ class _Scope:
 
 
 # -- PostgreSQL: COPY into a staging table, change by difference -----------------------
-def _replace_in_sql(provider: Provider, scope: _Scope, totals: DailyTotals) -> tuple[int, bool]:
+def _replace_in_sql(provider: Provider, scope: _Scope, totals: DailyTotals) -> _Written:
     in_scope, scope_params = scope.sql()
     window = {"provider": provider.id, **scope_params}
     money = f"numeric({_MAX_DIGITS}, {_DECIMALS})"
@@ -324,16 +354,18 @@ def _replace_in_sql(provider: Provider, scope: _Scope, totals: DailyTotals) -> t
         cursor.execute(f"ALTER TABLE cost_new ADD PRIMARY KEY ({_KEY_COLUMNS})")
         cursor.execute("ANALYZE cost_new")
         # Rows that are not exactly in the new set: gone, or restated.
+        # Their days too: a period's records may lie before the new data's first day.
         cursor.execute(
-            f"DELETE FROM {_TABLE} AS r WHERE r.provider_id = %(provider)s "
+            f"WITH gone AS (DELETE FROM {_TABLE} AS r WHERE r.provider_id = %(provider)s "
             f"AND {in_scope} AND NOT EXISTS ("
             " SELECT 1 FROM cost_new n WHERE n.day = r.day AND n.service = r.service"
             " AND n.region = r.region AND n.account = r.account AND n.currency = r.currency"
             " AND n.billing_period = r.billing_period"
-            " AND n.billed = r.billed_amount AND n.effective = r.effective_amount)",
+            " AND n.billed = r.billed_amount AND n.effective = r.effective_amount)"
+            " RETURNING r.day) SELECT count(*), min(day), max(day) FROM gone",
             window,
         )
-        deleted = cursor.rowcount
+        deleted, first_gone, last_gone = cursor.fetchone()
         # What remains matches the new set; insert the rest of it.
         cursor.execute(
             f"INSERT INTO {_TABLE} (organization_id, provider_id, {_KEY_COLUMNS}, "
@@ -357,7 +389,7 @@ def _replace_in_sql(provider: Provider, scope: _Scope, totals: DailyTotals) -> t
         "provider %s %s: %s records, %s deleted, %s inserted",
         provider.id, scope, written, deleted, inserted,
     )
-    return written, bool(deleted or inserted)
+    return _Written(written, bool(deleted or inserted), first_gone, last_gone)
 
 
 def _copy_into_stage(cursor, totals: DailyTotals) -> None:
@@ -441,7 +473,7 @@ def _existing_totals(provider: Provider, scope: _Scope) -> Totals:
     return {tuple(row[:6]): [row[6], row[7]] for row in rows.iterator(chunk_size=10_000)}
 
 
-def _replace_in_python(provider: Provider, scope: _Scope, totals: DailyTotals) -> tuple[int, bool]:
+def _replace_in_python(provider: Provider, scope: _Scope, totals: DailyTotals) -> _Written:
     new = _as_totals(totals)
     existing = _existing_totals(provider, scope)
     if connection.vendor == "sqlite":
@@ -450,10 +482,11 @@ def _replace_in_python(provider: Provider, scope: _Scope, totals: DailyTotals) -
         changed = _as_sqlite_holds(existing) != _as_sqlite_holds(new)
     else:
         changed = existing != new
+    gone = [key[0] for key in existing] if changed else []
     if changed:
         scope.records(provider).delete()
         write_records(provider=provider, totals=new)
-    return len(new), changed
+    return _Written(len(new), changed, min(gone, default=None), max(gone, default=None))
 
 
 def write_records(*, provider: Provider, totals: Totals) -> None:

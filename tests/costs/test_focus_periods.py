@@ -284,3 +284,48 @@ def test_an_export_split_into_parts_is_uploaded_in_one_request(api, run_on_commi
     # One part uploaded alone is a whole delivery of the period: October is then that.
     upload(api, run_on_commit, focus, "oct-00001.csv", month("2024-10", 31, "10"))
     assert total(focus) == 310
+
+
+def daily(first: date, last: date, amount="100"):
+    """A row per day of first..last, each in its own month's billing period."""
+    return [(f"{first + timedelta(days=n):%Y-%m}-01T00:00:00Z",
+             f"{first + timedelta(days=n):%Y-%m-%d}T00:00:00Z", amount, "EC2")
+            for n in range((last - first).days + 1)]
+
+
+def active_anomalies(provider, day):
+    from costs.models import Anomaly
+
+    return list(Anomaly.objects.filter(provider=provider, date=day, status="active")
+                .values_list("service", "actual_amount"))
+
+
+def test_a_correction_dropped_from_its_period_takes_its_anomaly_with_it(
+    api, run_on_commit, focus
+):
+    # Anomalies were judged again only from the new data's first day: a restated November
+    # without its correction of October 20 left October 20's anomaly active at 5,100.
+    upload(api, run_on_commit, focus, "may-oct.csv", daily(date(2024, 5, 1), date(2024, 10, 31)))
+    november = [*daily(date(2024, 11, 1), date(2024, 11, 30)),
+                ("2024-11-01T00:00:00Z", "2024-10-20T00:00:00Z", "5000", "EC2", "Correction")]
+    job = upload(api, run_on_commit, focus, "nov.csv", november)
+    assert active_anomalies(focus, date(2024, 10, 20))
+    assert job.results.get().date_from == date(2024, 10, 20)
+    job = upload(api, run_on_commit, focus, "nov-v2.csv", daily(date(2024, 11, 1), date(2024, 11, 30)))
+    assert total(focus, date(2024, 10, 20), date(2024, 10, 20)) == 100
+    assert active_anomalies(focus, date(2024, 10, 20)) == []
+    # The entry's days are the days the import changed, the correction's day included.
+    assert job.results.get().date_from == date(2024, 10, 20)
+
+
+def test_a_day_dropped_from_a_restated_period_takes_its_anomaly_with_it(
+    api, run_on_commit, focus
+):
+    upload(api, run_on_commit, focus, "may-sep.csv", daily(date(2024, 5, 1), date(2024, 9, 30)))
+    october = daily(date(2024, 10, 1), date(2024, 10, 31))
+    october[0] = (*october[0][:2], "5000", "EC2")
+    upload(api, run_on_commit, focus, "oct.csv", october)
+    assert active_anomalies(focus, date(2024, 10, 1))
+    upload(api, run_on_commit, focus, "oct-v2.csv", daily(date(2024, 10, 2), date(2024, 10, 31)))
+    assert total(focus, date(2024, 10, 1), date(2024, 10, 1)) == 0
+    assert active_anomalies(focus, date(2024, 10, 1)) == []
