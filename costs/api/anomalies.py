@@ -55,7 +55,9 @@ class AnomalySerializer(serializers.ModelSerializer):
     expected_amount = _Money()
     expected_lower = _Money()
     expected_upper = _Money()
-    impact_amount = _Money(help_text="actual_amount - expected_amount")
+    impact_amount = serializers.SerializerMethodField(
+        help_text="actual_amount - expected_amount (of the amounts shown, in cents)"
+    )
     deviation_percent = serializers.FloatField(
         help_text="100 * (actual - expected) / expected, one decimal."
     )
@@ -73,6 +75,11 @@ class AnomalySerializer(serializers.ModelSerializer):
             "impact_amount", "currency", "severity", "top_services", "status", "detected_at",
             "dismissed_at", "dismissed_by", "dismiss_reason",
         ]
+
+    def get_impact_amount(self, obj) -> float:
+        # Of the rounded amounts, so that the three numbers shown add up (1234.564 and
+        # 241.264 showed 1234.56 - 241.26 = 993.31).
+        return float(to_cents(obj.actual_amount) - to_cents(obj.expected_amount))
 
     def get_service(self, obj) -> str | None:
         return obj.service or None

@@ -385,6 +385,17 @@ def test_list_anomalies_shape_and_order(api, listed):
 
 
 @pytest.mark.django_db
+def test_list_anomalies_impact_is_the_difference_of_the_amounts_shown(api, org):
+    # Each amount rounded on its own showed 1234.56 - 241.26 = 993.31 (the exact 993.309).
+    AnomalyFactory(provider=ProviderFactory(organization=org), date=recent(2),
+                   actual_amount=Decimal("1234.564"), expected_amount=Decimal("241.255"),
+                   impact_amount=Decimal("993.309"))
+    item = api.get(URL).json()["data"][0]
+    assert (item["actual_amount"], item["expected_amount"]) == (1234.56, 241.26)
+    assert item["impact_amount"] == 993.30
+
+
+@pytest.mark.django_db
 def test_list_anomalies_filters(api, listed):
     def ids(**params):
         return {item["id"] for item in api.get(URL, params).json()["data"]}
