@@ -19,12 +19,10 @@ def ensure_periodic_tasks(**kwargs) -> None:
         if PeriodicTask.objects.filter(name=name).exists():
             continue
         minute, hour, day_of_month, month_of_year, day_of_week = cron().split()
-        schedule, _ = CrontabSchedule.objects.get_or_create(
-            minute=minute,
-            hour=hour,
-            day_of_month=day_of_month,
-            month_of_year=month_of_year,
-            day_of_week=day_of_week,
-            timezone="UTC",
-        )
+        fields = {"minute": minute, "hour": hour, "day_of_month": day_of_month,
+                  "month_of_year": month_of_year, "day_of_week": day_of_week, "timezone": "UTC"}
+        # Crontabs are not unique: staff may have added the same one in the admin, which
+        # made get_or_create raise (and with it, migrate).
+        schedule = CrontabSchedule.objects.filter(**fields).order_by("pk").first()
+        schedule = schedule or CrontabSchedule.objects.create(**fields)
         PeriodicTask.objects.create(name=name, task=task, crontab=schedule)

@@ -320,6 +320,22 @@ def test_periodic_tasks_created_after_migrate():
     assert PeriodicTask.objects.filter(task="costs.sweep_stale_jobs").exists()
 
 
+def test_periodic_tasks_are_ensured_whatever_crontabs_staff_added():
+    # Two identical crontabs (the one left when its task was deleted, one added in the
+    # admin for another task) made get_or_create raise, and with it migrate.
+    from django_celery_beat.models import CrontabSchedule
+
+    from costs.schedule import ensure_periodic_tasks
+
+    PeriodicTask.objects.filter(name="sweep-stale-sync-jobs").delete()
+    CrontabSchedule.objects.create(minute="*/10", hour="*", day_of_month="*",
+                                   month_of_year="*", day_of_week="*", timezone="UTC")
+    ensure_periodic_tasks()
+    ensure_periodic_tasks()  # and again: nothing more
+    task = PeriodicTask.objects.get(name="sweep-stale-sync-jobs")
+    assert task.crontab.minute == "*/10" and PeriodicTask.objects.count() == 2
+
+
 @pytest.mark.parametrize("retries", [0, 3, 10])
 def test_retry_countdown_bounds_what_the_other_side_asks(retries):
     for nonsense in (float("inf"), float("nan"), -5.0, 0.0):
