@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -319,8 +319,10 @@ class AnomalyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         lock so it is the dismissal that was undone."""
         current = (
             Anomaly.objects.select_for_update(of=("self",)).select_related("dismissed_by")
-            .get(pk=anomaly.pk)
+            .filter(pk=anomaly.pk).first()
         )
+        if current is None:  # removed by a re-detection since the page was read
+            raise Http404(f"anomaly {anomaly.pk} no longer exists: its day was judged normal again")
         who = current.dismissed_by.get_username() if current.dismissed_by else "a deleted user"
         reopened = anomaly_reopen(anomaly=current)
         self.log_change(
@@ -384,11 +386,12 @@ class AnomalyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
                 try:
                     self._dismiss(request, anomaly, form.cleaned_data["reason"])
                     dismissed += 1
-                except Conflict:
+                except (Conflict, Http404):
                     skipped += 1
             message = f"Dismissed {dismissed} anomal{'y' if dismissed == 1 else 'ies'}."
             if skipped:
-                message += f" {skipped} already dismissed, left unchanged."
+                message += (f" {skipped} already dismissed or no longer anomalous, "
+                            "left unchanged.")
             self.message_user(request, message, messages.SUCCESS)
             return None
         return self._dismiss_page(request, queryset, form, action="dismiss_selected")
@@ -397,7 +400,10 @@ class AnomalyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     def reopen_selected(self, request, queryset):
         reopened = 0
         for anomaly in queryset.filter(status=Anomaly.Status.DISMISSED):
-            self._reopen(request, anomaly)
+            try:
+                self._reopen(request, anomaly)
+            except (Conflict, Http404):  # reopened or removed meanwhile
+                continue
             reopened += 1
         self.message_user(request, f"Reopened {reopened} anomal{'y' if reopened == 1 else 'ies'}.")
 

@@ -479,3 +479,22 @@ def test_anomalies_need_authentication(client):
 def test_schema_describes_anomaly_endpoints(client):
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").content.decode()
     assert "/api/v1/costs/anomalies" in schema and "dismiss" in schema
+
+
+@pytest.mark.django_db
+def test_dismissing_an_anomaly_a_re_detection_just_removed_is_404_not_500(api, org):
+    # The API reads the anomaly, a re-detection deletes it (its day is normal again),
+    # then the dismissal locks it: that lock's .get() raised DoesNotExist, a 500.
+    from django.http import Http404
+
+    from costs.services.anomalies import anomaly_dismiss, anomaly_reopen
+
+    anomaly = AnomalyFactory(provider=ProviderFactory(organization=org), date=recent(2))
+    read = Anomaly.objects.get(pk=anomaly.pk)
+    Anomaly.objects.filter(pk=anomaly.pk).delete()
+    with pytest.raises(Http404, match="no longer exists"):
+        anomaly_dismiss(anomaly=read, user=None, reason="Planned")
+    with pytest.raises(Http404, match="no longer exists"):
+        anomaly_reopen(anomaly=read)
+    response = api.post(f"{URL}/{anomaly.pk}/dismiss", {"reason": "Planned"}, format="json")
+    assert response.status_code == 404 and response.json()["code"] == "NOT_FOUND"

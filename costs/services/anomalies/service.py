@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
 from costs.services.anomalies.detector import (
@@ -263,6 +264,17 @@ def anomalies_detect(
     return result
 
 
+def _locked(anomaly):
+    """The anomaly again, locked; ``Http404`` when a re-detection removed it since it was
+    read (its day judged normal again): a dismissal racing that removal answered 500."""
+    from costs.models import Anomaly
+
+    locked = Anomaly.objects.select_for_update().filter(pk=anomaly.pk).first()
+    if locked is None:
+        raise Http404(f"anomaly {anomaly.pk} no longer exists: its day was judged normal again")
+    return locked
+
+
 def anomaly_dismiss(*, anomaly, user, reason: str):
     """Dismiss an active anomaly with a reason (1..500 characters), recording who and when.
     Already dismissed: ``Conflict`` and the anomaly is left unchanged."""
@@ -272,7 +284,7 @@ def anomaly_dismiss(*, anomaly, user, reason: str):
     if not 1 <= len(reason) <= 500:
         raise ValidationError({"reason": "a reason of 1 to 500 characters is required"})
     with transaction.atomic():
-        locked = Anomaly.objects.select_for_update().get(pk=anomaly.pk)
+        locked = _locked(anomaly)
         if locked.status == Anomaly.Status.DISMISSED:
             raise Conflict(
                 f"anomaly {locked.pk} is already dismissed",
@@ -294,7 +306,7 @@ def anomaly_reopen(*, anomaly):
     from costs.models import Anomaly
 
     with transaction.atomic():
-        locked = Anomaly.objects.select_for_update().get(pk=anomaly.pk)
+        locked = _locked(anomaly)
         if locked.status != Anomaly.Status.DISMISSED:
             raise Conflict(f"anomaly {locked.pk} is not dismissed", code="NOT_DISMISSED")
         locked.status = Anomaly.Status.ACTIVE
