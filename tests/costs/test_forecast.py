@@ -960,3 +960,56 @@ def test_forecast_method_counts_the_origins_that_scored_a_total():
     complete = forecast_model.fit_forecast(pd.Series(np.nan_to_num(values, nan=100.0), index=days))
     method = forecast_model.forecast_from_fit(complete, horizon=30, level=0.95).calibration["method"]
     assert "; 3 origins show levels up to 0.75, so" in method
+
+
+def _daily(provider, values, service="EC2"):
+    """``values`` as the provider's days ending yesterday."""
+    CostRecord.objects.bulk_create(
+        _record(provider, YESTERDAY - timedelta(days=len(values) - 1 - i), service,
+                Decimal(str(value)))
+        for i, value in enumerate(values)
+    )
+
+
+def _credits_on(org, days_back):
+    """14 synced days of about $100, with a $1,000 credit on each of ``days_back``."""
+    provider = ProviderFactory(organization=org, coverage_start=YESTERDAY - timedelta(days=13),
+                               coverage_end=YESTERDAY)
+    _seed(provider, YESTERDAY - timedelta(days=13), YESTERDAY)
+    CostRecord.objects.bulk_create(
+        _record(provider, YESTERDAY - timedelta(days=n), "Credits", Decimal(-1000))
+        for n in days_back
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("credit_days", "available"), [([5], 13), (range(13), 1)])
+def test_forecast_days_below_zero_are_not_counted_as_history(api, org, credit_days, available):
+    # A day whose credit exceeds its usage is missing to the model; counted as history,
+    # 13 known days got a forecast, and 1 known day among 14 a 500 (the fit needs two).
+    from costs.services.forecast import forecasts_warm
+
+    _credits_on(org, credit_days)
+    response = api.get(URL)
+    assert response.status_code == 422
+    assert response.json()["details"] == {"history_days_needed": 14,
+                                          "history_days_available": available}
+    assert forecasts_warm(organization=org)["warmed"] == 0  # skipped, not raised
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("values", [
+    [10] * 60 + [12] * 9,  # a flat rate that changed: its backtests' simulated days ~ constant
+    [round(float(v), 2) for v in np.geomspace(1, 1000, 14)],  # a new account ramping up
+])
+def test_forecast_of_degenerate_histories_answers_with_finite_bounds(api, org, values):
+    # Both answered 500: bounds of exp(1e7 x sd) overflowed; growth extrapolated to 1e24
+    # did not fit in an amount. Bounds now stay finite and below 1,000 x the largest day.
+    _daily(ProviderFactory(organization=org), values)
+    for days in (30, 90):
+        body = _forecast(api, f"days={days}")
+        ceiling = 1000 * max(values)
+        for entry in body["daily"]:
+            assert 0 <= entry["lower"] <= entry["amount"] <= entry["upper"] <= ceiling
+        interval = body["confidence_interval"]
+        assert interval["low"] <= body["projected_total"] <= interval["high"] <= ceiling * days

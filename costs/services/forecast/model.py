@@ -100,6 +100,17 @@ CALIBRATION_FIT_ARGS = {"iter": 300}
 # Without backtests (under ~6 weeks of history) the simulated spread is widened by this
 # fixed factor: raw simulated paths are too narrow in every backtest we ran.
 UNCALIBRATED_SCALE = 1.5
+# A backtest whose simulated days hardly vary (a flat rate, an exact weekly pattern) scores
+# its misses in units of at least this log sd: divided by ~0, a price change from $10 to
+# $12 a day scored z ~1e7 and the next forecast's bounds overflowed (a 500). Every
+# benchmark scope's simulated log sd is above 0.01, so none of their scores changes.
+LOG_SD_FLOOR = 0.005
+# No day is forecast above this multiple of the history's largest day (nor above 1e15, what
+# an amount holds): growth extrapolated in log space from 14 days of a new account ramping
+# from $1 to $1,000 reached 1e24 at 90 days (a 500). Real spend does not grow a thousandfold
+# in a quarter; such a forecast says so in its bounds, at the ceiling.
+CEILING_GROWTH = 1000.0
+MAX_AMOUNT = 1e15
 
 
 # --------------------------------------------------------------------------------------
@@ -122,6 +133,8 @@ class FittedForecast:
     total_log_sd: np.ndarray  # sd of the log of the simulated cumulative totals
     recurring_charges: list[RecurringCharge]
     calibration: Calibration
+    # No day is forecast above this (see ``CEILING_GROWTH``); inf for fits cached before.
+    ceiling: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -263,7 +276,7 @@ def _calibrate(
         ok = np.isfinite(actual)
         usage_actual = np.clip(np.nan_to_num(actual) - recurring, 0, None)
         z = np.log((usage_actual + paths.offset) / (paths.center + paths.offset)) / np.maximum(
-            paths.log_sd, 1e-9
+            paths.log_sd, LOG_SD_FLOOR
         )
         daily.extend((step + 1, value, origin) for step, value in enumerate(z) if ok[step])
         log_sd = _total_log_sd(paths, recurring)
@@ -350,7 +363,13 @@ def fit_forecast(
         total_log_sd=_total_log_sd(paths, recurring),
         recurring_charges=charges,
         calibration=calibration,
+        ceiling=_ceiling(scope.history.to_numpy()),
     )
+
+
+def _ceiling(history: np.ndarray) -> float:
+    largest = float(np.nanmax(history)) if np.isfinite(history).any() else 0.0
+    return min(max(largest, 1.0) * CEILING_GROWTH, MAX_AMOUNT)
 
 def _daily_z(cal: Calibration, horizon: int, level: float) -> tuple[float, float] | None:
     """Split-conformal bounds of the standardized daily log errors (steps <= horizon)."""
@@ -427,12 +446,16 @@ def forecast_from_fit(fit: FittedForecast, *, horizon: int, level: float = 0.8) 
         raise ValueError(f"horizon must be 1..{HORIZON_MAX}")
     (z_low, z_high), (log_low, log_high), calibration = _calibrated(fit, horizon, level)
     days = slice(0, horizon)
-    usage = fit.center[days] - fit.recurring[days]
+    ceiling = fit.ceiling
+    usage = np.minimum(fit.center[days] - fit.recurring[days], ceiling)
     log_center = np.log(usage + fit.offset)
     sd = fit.log_sd[days]
-    lower = np.clip(np.exp(log_center + z_low * sd) - fit.offset, 0, None) + fit.recurring[days]
-    upper = np.clip(np.exp(log_center + z_high * sd) - fit.offset, 0, None) + fit.recurring[days]
-    amount = fit.center[days]
+    top = math.log(ceiling + fit.offset)  # exp() of more is no forecast, and may overflow
+    lower = np.clip(np.exp(np.minimum(log_center + z_low * sd, top)) - fit.offset, 0, None)
+    upper = np.clip(np.exp(np.minimum(log_center + z_high * sd, top)) - fit.offset, 0, None)
+    lower = np.minimum(lower + fit.recurring[days], ceiling)
+    upper = np.minimum(upper + fit.recurring[days], ceiling)
+    amount = np.minimum(fit.center[days], ceiling)
     total = float(amount.sum())
     # The interval is around the median of the simulated totals (what the backtests
     # score against); the projected total is the sum of the daily forecasts, the better
@@ -446,7 +469,8 @@ def forecast_from_fit(fit: FittedForecast, *, horizon: int, level: float = 0.8) 
         upper=np.maximum(upper, amount),
         total=total,
         total_low=max(min((middle + pad) * math.exp(-log_low) - pad, total), 0.0),
-        total_high=max((middle + pad) * math.exp(log_high) - pad, total),
+        total_high=max(min((middle + pad) * math.exp(min(log_high, 700.0)) - pad,
+                           ceiling * horizon), total),
         level=level,
         history_days=fit.history_days,
         calibration={**calibration, "recurring_charges": len(fit.recurring_charges)},
