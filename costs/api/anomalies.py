@@ -1,5 +1,6 @@
 """GET /costs/anomalies and POST /costs/anomalies/{id}/dismiss."""
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -22,7 +23,7 @@ from costs.api.params import (
 from costs.models import Anomaly
 from costs.money import to_cents
 from costs.selectors import anomaly_list
-from costs.services.anomalies import anomaly_dismiss
+from costs.services.anomalies import anomaly_dismiss, anomaly_review_logged
 from infraaudit.fields import TextField
 from infraaudit.pagination import Pagination
 
@@ -161,8 +162,11 @@ class AnomalyDismissView(APIView):
         anomaly = get_object_or_404(Anomaly, pk=anomaly_id, organization=request_org(request))
         body = DismissRequest(data=request_object(request))
         body.is_valid(raise_exception=True)
-        anomaly = anomaly_dismiss(
-            anomaly=anomaly, user=request.user, reason=body.validated_data["reason"]
-        )
+        with transaction.atomic():  # the dismissal and its History entry, both or neither
+            anomaly = anomaly_dismiss(
+                anomaly=anomaly, user=request.user, reason=body.validated_data["reason"]
+            )
+            anomaly_review_logged(anomaly=anomaly, user=request.user,
+                                  message=f'Dismissed through the API: "{anomaly.dismiss_reason}"')
         anomaly = Anomaly.objects.select_related("provider", "dismissed_by").get(pk=anomaly.pk)
         return Response(AnomalySerializer(anomaly).data)

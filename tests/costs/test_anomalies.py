@@ -498,3 +498,24 @@ def test_dismissing_an_anomaly_a_re_detection_just_removed_is_404_not_500(api, o
         anomaly_reopen(anomaly=read)
     response = api.post(f"{URL}/{anomaly.pk}/dismiss", {"reason": "Planned"}, format="json")
     assert response.status_code == 404 and response.json()["code"] == "NOT_FOUND"
+
+
+@pytest.mark.django_db
+def test_dismissal_through_the_api_is_in_the_anomalys_admin_history(
+    api, membership, org, admin_client
+):
+    # Finance staff read who dismissed what and why in the admin's History; a dismissal
+    # made through the API left nothing there.
+    from django.contrib.admin.models import LogEntry
+
+    anomaly = AnomalyFactory(provider=ProviderFactory(organization=org), date=recent(2))
+    assert api.post(f"{URL}/{anomaly.pk}/dismiss", {"reason": "Planned migration"},
+                    format="json").status_code == 200
+    assert api.post(f"{URL}/{anomaly.pk}/dismiss", {"reason": "Again"},
+                    format="json").status_code == 409  # no second entry
+    entries = LogEntry.objects.filter(object_id=str(anomaly.pk))
+    assert [entry.change_message for entry in entries] == [
+        'Dismissed through the API: "Planned migration"']
+    assert entries.get().user == membership.user
+    history = admin_client.get(f"/admin/costs/anomaly/{anomaly.pk}/history/")
+    assert "Dismissed through the API: &quot;Planned migration&quot;" in history.content.decode()

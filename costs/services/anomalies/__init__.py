@@ -38,6 +38,7 @@ from costs.services.anomalies.service import (
     anomaly_chart_window,
     anomaly_dismiss,
     anomaly_reopen,
+    anomaly_review_logged,
     policy_thresholds,
     provider_series,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "anomaly_chart_window",
     "anomaly_dismiss",
     "anomaly_reopen",
+    "anomaly_review_logged",
     "detect_arrays",
     "deviation_percent",
     "expected_range",

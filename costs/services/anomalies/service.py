@@ -301,6 +301,17 @@ def anomaly_dismiss(*, anomaly, user, reason: str):
     return locked
 
 
+def anomaly_review_logged(*, anomaly, user, message: str) -> None:
+    """Record a review decision in the anomaly's admin History, where finance staff read
+    who dismissed what and why, whether it was done in the admin or through the API."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    LogEntry.objects.log_actions(
+        user_id=user.pk, queryset=[anomaly], action_flag=CHANGE, change_message=message,
+        single_object=True,
+    )
+
+
 def anomaly_reopen(*, anomaly):
     """Make a dismissed anomaly active again (the dismissal is cleared)."""
     from costs.models import Anomaly
