@@ -29,7 +29,9 @@ from costs.services.anomalies import (
     anomaly_chart_series,
     anomaly_chart_window,
     anomaly_dismiss,
+    anomaly_locked,
     anomaly_reopen,
+    anomaly_review_logged,
 )
 from infraaudit.errors import Conflict
 from providers.models import Provider
@@ -310,23 +312,20 @@ class AnomalyAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
         """Dismiss and record it in the anomaly's admin history, both or neither
         (``Conflict`` when it already is dismissed)."""
         dismissed = anomaly_dismiss(anomaly=anomaly, user=request.user, reason=reason)
-        self.log_change(request, dismissed, f'Dismissed: "{dismissed.dismiss_reason}"')
+        anomaly_review_logged(anomaly=dismissed, user=request.user,
+                              message=f'Dismissed: "{dismissed.dismiss_reason}"')
 
     @transaction.atomic
     def _reopen(self, request, anomaly) -> None:
         """Reopen; the service clears the dismissal (the API shows an active anomaly without
         one), so who dismissed it and why is kept in the history entry, read under the same
         lock so it is the dismissal that was undone."""
-        current = (
-            Anomaly.objects.select_for_update(of=("self",)).select_related("dismissed_by")
-            .filter(pk=anomaly.pk).first()
-        )
-        if current is None:  # removed by a re-detection since the page was read
-            raise Http404(f"anomaly {anomaly.pk} no longer exists: its day was judged normal again")
+        current = anomaly_locked(anomaly, "dismissed_by")
         who = current.dismissed_by.get_username() if current.dismissed_by else "a deleted user"
         reopened = anomaly_reopen(anomaly=current)
-        self.log_change(
-            request, reopened, f'Reopened (was dismissed by {who}: "{current.dismiss_reason}")'
+        anomaly_review_logged(
+            anomaly=reopened, user=request.user,
+            message=f'Reopened (was dismissed by {who}: "{current.dismiss_reason}")',
         )
 
     def dismiss_view(self, request, object_id):

@@ -421,9 +421,13 @@ def _bounded(source: _Source) -> Iterator[_Source]:
     temporary plain file (decompressed by streaming), its lines measured on the way; a
     CSV's lines measured; a Parquet file's row groups counted from its footer."""
     kind, name = _file_format(source.path), source.path.name.lower()
-    if (name.endswith(".parquet") and kind != "parquet") or (name.endswith(".gz") and kind != "gzip"):
-        yield source  # a broken file: reading it says so (``_open``)
-    elif kind == "parquet":
+    # The content decides how a file is read (a .csv that is gzipped is read), but a file
+    # named .parquet or .gz that is not one is broken: say so, not "missing column".
+    if name.endswith(".parquet") and kind != "parquet":
+        raise ProviderError(f"{source.label}: is not a Parquet file (it does not start with PAR1)")
+    if name.endswith(".gz") and kind != "gzip":
+        raise ProviderError(f"{source.label}: is not gzip-compressed, though its name ends in .gz")
+    if kind == "parquet":
         _check_row_groups(source)
         yield source
     elif kind == "gzip":
@@ -504,14 +508,7 @@ def _file_format(path: Path) -> str:
 
 
 def _open(source: _Source) -> tuple[pl.LazyFrame, str]:
-    kind = _file_format(source.path)
-    # The content decides how a file is read (a .csv that is gzipped is read), but a file
-    # named .parquet or .gz that is not one is broken: say so, not "missing column".
-    name = source.path.name.lower()
-    if name.endswith(".parquet") and kind != "parquet":
-        raise ProviderError(f"{source.label}: is not a Parquet file (it does not start with PAR1)")
-    if name.endswith(".gz") and kind != "gzip":
-        raise ProviderError(f"{source.label}: is not gzip-compressed, though its name ends in .gz")
+    kind = _file_format(source.path)  # names were checked against contents (``_bounded``)
     try:
         if kind == "parquet":
             return pl.scan_parquet(source.path), kind

@@ -264,12 +264,16 @@ def anomalies_detect(
     return result
 
 
-def _locked(anomaly):
-    """The anomaly again, locked; ``Http404`` when a re-detection removed it since it was
-    read (its day judged normal again): a dismissal racing that removal answered 500."""
+def anomaly_locked(anomaly, *related: str):
+    """The anomaly again, locked (with ``related`` fields joined); ``Http404`` when a
+    re-detection removed it since it was read (its day judged normal again): a dismissal
+    racing that removal answered 500."""
     from costs.models import Anomaly
 
-    locked = Anomaly.objects.select_for_update().filter(pk=anomaly.pk).first()
+    locked = (
+        Anomaly.objects.select_for_update(of=("self",)).select_related(*related)
+        .filter(pk=anomaly.pk).first()
+    )
     if locked is None:
         raise Http404(f"anomaly {anomaly.pk} no longer exists: its day was judged normal again")
     return locked
@@ -284,7 +288,7 @@ def anomaly_dismiss(*, anomaly, user, reason: str):
     if not 1 <= len(reason) <= 500:
         raise ValidationError({"reason": "a reason of 1 to 500 characters is required"})
     with transaction.atomic():
-        locked = _locked(anomaly)
+        locked = anomaly_locked(anomaly)
         if locked.status == Anomaly.Status.DISMISSED:
             raise Conflict(
                 f"anomaly {locked.pk} is already dismissed",
@@ -317,7 +321,7 @@ def anomaly_reopen(*, anomaly):
     from costs.models import Anomaly
 
     with transaction.atomic():
-        locked = _locked(anomaly)
+        locked = anomaly_locked(anomaly)
         if locked.status != Anomaly.Status.DISMISSED:
             raise Conflict(f"anomaly {locked.pk} is not dismissed", code="NOT_DISMISSED")
         locked.status = Anomaly.Status.ACTIVE
