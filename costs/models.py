@@ -62,6 +62,46 @@ class CostRecord(models.Model):
         return f"{self.day} {self.service} {self.region} {self.billed_amount} {self.currency}"
 
 
+class ServiceDayTotal(models.Model):
+    """One provider's spend on one day for one service and currency: the sum of its cost
+    records over regions, accounts and billing periods, which the reads that do not
+    group by region (overview, trends, forecasts, anomaly detection) use instead of the
+    records themselves (an organization with two years of 3,000 records a day has
+    ~2.2M records, and aggregating them took seconds a request; see docs/benchmarks.md).
+
+    Maintained by the database, not by Python: triggers on ``costs_costrecord`` (migration
+    0006) add every inserted record and subtract every deleted one, within the statement
+    that wrote it. So every way records change (a sync's COPY, ``bulk_create``, a
+    cascade from a deleted provider) keeps the totals exact, in the same transaction.
+    ``records`` counts the records summed; a total whose last record goes is deleted.
+    """
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+"
+    )
+    provider = models.ForeignKey("providers.Provider", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    service = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3)
+    # Ten more digits than a record: a sum of records each up to 1e18 stays exact.
+    billed_amount = models.DecimalField(max_digits=40, decimal_places=12)
+    effective_amount = models.DecimalField(max_digits=40, decimal_places=12)
+    records = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "day", "service", "currency"], name="servicedaytotal_key"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["organization", "day"], name="servicedaytotal_org_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.service} {self.billed_amount} {self.currency}"
+
+
 class SyncJob(models.Model):
     """A request to sync (or import into) one or more providers; one result per provider."""
 

@@ -1,4 +1,7 @@
-"""Reads of cost data: overview, trend buckets, daily series. Aggregation runs in the DB."""
+"""Reads of cost data: overview, trend buckets, daily series. Aggregation runs in the DB,
+over the service-day totals (``ServiceDayTotal``) wherever a read does not group by region
+or account: they hold a fraction of the records (one row per provider, day, service and
+currency), always equal to the records' sums."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from django.db.models.functions import Cast, TruncMonth, TruncWeek
 from django.utils import timezone
 
 from accounts.models import Organization
-from costs.models import CostRecord
+from costs.models import CostRecord, ServiceDayTotal
 from costs.money import ZERO
 from infraaudit.errors import Unprocessable
 from providers.models import Provider
@@ -26,6 +29,14 @@ def utc_today() -> date:
 
 def _records(*, organization: Organization, provider: Provider | None = None) -> QuerySet:
     qs = CostRecord.objects.filter(organization=organization)
+    if provider is not None:
+        qs = qs.filter(provider=provider)
+    return qs
+
+
+def _totals(*, organization: Organization, provider: Provider | None = None) -> QuerySet:
+    """The scope's service-day totals: what ``_records`` sums to per day and service."""
+    qs = ServiceDayTotal.objects.filter(organization=organization)
     if provider is not None:
         qs = qs.filter(provider=provider)
     return qs
@@ -82,7 +93,7 @@ def cost_overview(
         day=min(today.day, calendar.monthrange(last_month_start.year, last_month_start.month)[1])
     )
 
-    qs = _records(organization=organization, provider=provider)
+    qs = _totals(organization=organization, provider=provider)
     currency = single_currency(qs.filter(day__gte=last_month_start, day__lte=today), provider)
     current = _billed_total(qs, month_start, today)
     last_month = _billed_total(qs, last_month_start, last_month_end)
@@ -165,7 +176,9 @@ def cost_trend(
     down by provider name, service or region. Empty buckets are present."""
     today = today or utc_today()
     start = today - timedelta(days=days - 1)
-    qs = _records(organization=organization, provider=provider).filter(
+    # Only a breakdown by region needs the records themselves.
+    source = _records if group_by == "region" else _totals
+    qs = source(organization=organization, provider=provider).filter(
         day__gte=start, day__lte=today
     )
     currency = single_currency(qs, provider)
@@ -202,7 +215,7 @@ def provider_service_daily_totals(
     """(day, service, currency, billed total) of one provider's days ``start..end``,
     oldest first: the input of anomaly detection."""
     return list(
-        CostRecord.objects.filter(provider=provider, day__gte=start, day__lte=end)
+        ServiceDayTotal.objects.filter(provider=provider, day__gte=start, day__lte=end)
         .values("day", "service", "currency")
         .annotate(total=Sum("billed_amount"))
         .order_by("day", "service", "currency")
@@ -244,7 +257,7 @@ def daily_component_totals(
     """(day, provider id, service, billed total) for each day, provider and service that
     has records, oldest first. The totals are floats, summed exactly by the database and
     rounded once: the forecast, their only reader, works in floats."""
-    qs = _records(organization=organization, provider=provider)
+    qs = _totals(organization=organization, provider=provider)
     if start is not None:
         qs = qs.filter(day__gte=start)
     if end is not None:
@@ -266,7 +279,7 @@ def cost_currency(
 ) -> str:
     """The one currency of the scope's records in ``start``..``end``; 422 naming them when
     there are several (see ``single_currency``)."""
-    qs = _records(organization=organization, provider=provider)
+    qs = _totals(organization=organization, provider=provider)
     if start is not None:
         qs = qs.filter(day__gte=start)
     if end is not None:
