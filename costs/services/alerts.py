@@ -1,7 +1,8 @@
 """Anomaly alerts: ``cost.anomaly`` events POSTed to an organization's webhooks.
 
-A new anomaly at or above a webhook's ``min_severity`` gets one ``WebhookDelivery`` row
-per webhook (unique, so never two alerts of one anomaly to one webhook), whose body is
+An anomaly gets one ``WebhookDelivery`` row per webhook (unique, so never two alerts of
+one anomaly to one webhook) when it first reaches the webhook's ``min_severity``: when it
+is detected, or when a re-detection (later data of its day) raises it there. The body is
 frozen at creation. A Celery task (``costs.deliver_webhook``) POSTs it, signed with
 ``X-InfraAudit-Signature: sha256=<hex HMAC-SHA256 of the body under the secret>``, and
 retries with backoff on connection errors, timeouts, 408, 429 and 5xx; any other answer
@@ -90,20 +91,27 @@ def event_body(payload: dict) -> bytes:
 
 
 def alerts_enqueue(*, anomalies: Iterable[Anomaly], today: date | None = None) -> list[int]:
-    """Create the deliveries of newly detected anomalies and send them after commit.
+    """Create the deliveries of new or escalated active anomalies and send them after
+    commit.
 
     An anomaly is alerted to each active webhook of its organization whose
-    ``min_severity`` it reaches, unless its day is older than the webhook's
-    ``max_age_days`` (a backfill of old data does not page anyone)."""
+    ``min_severity`` it reaches and that has not been sent it yet, unless its day is
+    older than the webhook's ``max_age_days`` (a backfill of old data does not page
+    anyone)."""
     today = today or timezone.now().date()
-    anomalies = list(anomalies)
+    anomalies = [a for a in anomalies if a.status == Anomaly.Status.ACTIVE]
     org_ids = {a.organization_id for a in anomalies}
     webhooks = AlertWebhook.objects.filter(organization_id__in=org_ids, is_active=True)
+    sent = set(
+        WebhookDelivery.objects.filter(anomaly__in=anomalies)
+        .values_list("webhook_id", "anomaly_id")
+    )
     deliveries = [
         WebhookDelivery(webhook=webhook, anomaly=anomaly, payload=anomaly_event(anomaly))
         for webhook in webhooks
         for anomaly in anomalies
         if anomaly.organization_id == webhook.organization_id
+        and (webhook.id, anomaly.id) not in sent
         and SEVERITY_RANK[anomaly.severity] >= SEVERITY_RANK[webhook.min_severity]
         and anomaly.date >= today - timedelta(days=webhook.max_age_days)
     ]

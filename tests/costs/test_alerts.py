@@ -12,7 +12,7 @@ import responses
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import IntegrityError, transaction
 
-from costs.models import AlertWebhook, Anomaly, WebhookDelivery
+from costs.models import AlertWebhook, Anomaly, CostRecord, WebhookDelivery
 from costs.selectors import utc_today
 from costs.services import alerts
 from costs.services.alerts import alerts_enqueue, destination_problem, webhook_deliver
@@ -188,6 +188,46 @@ def test_detection_alerts_new_anomalies_once(webhook, org, django_capture_on_com
     assert anomalies.count() == 2  # the total and EC2
     assert WebhookDelivery.objects.filter(anomaly__in=anomalies).count() == 2
     assert len(responses.calls) == 2
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_detection_alerts_an_anomaly_once_when_a_restatement_raises_it_to_the_webhooks_severity(
+    webhook, org, django_capture_on_commit_callbacks
+):
+    """A day first detected below a webhook's severity, then restated larger (late data
+    of that day): the webhook gets it when it reaches the severity, once. It used to get
+    nothing, as only newly created anomalies were alerted."""
+    from costs.services import anomalies as detector
+    from tests.costs.test_anomalies import SPIKE, TODAY, weekly_series, write_series
+
+    webhook.max_age_days, webhook.min_severity = 30, "critical"
+    webhook.save()
+    responses.add(responses.POST, HOOK, status=200)
+    provider = ProviderFactory(organization=org)
+
+    def detect(spike: float) -> Anomaly:
+        ec2 = weekly_series(base=400, seed=1)
+        ec2[180] *= spike
+        CostRecord.objects.filter(provider=provider).delete()
+        write_series(provider, {"EC2": ec2})
+        with django_capture_on_commit_callbacks(execute=True):
+            detector.anomalies_detect(provider=provider, start=SPIKE, end=SPIKE, today=TODAY)
+        return Anomaly.objects.get(provider=provider, service="EC2")
+
+    assert detect(1.6).severity != "critical"
+    assert not WebhookDelivery.objects.exists()
+
+    escalated = detect(12)
+    assert escalated.severity == "critical"
+    detect(12)
+    detect(14)
+    critical = Anomaly.objects.filter(provider=provider, severity="critical")
+    assert escalated in critical
+    assert sorted(WebhookDelivery.objects.values_list("anomaly_id", "payload__severity")) == [
+        (anomaly.id, "critical") for anomaly in critical.order_by("id")
+    ]
+    assert len(responses.calls) == critical.count()
 
 
 @pytest.mark.django_db

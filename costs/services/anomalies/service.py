@@ -227,7 +227,7 @@ def anomalies_detect(
                 provider=provider, date__gte=start, date__lte=end
             )
         }
-        seen, new = set(), []
+        seen, new, escalated = set(), [], []
         for finding in findings:
             key = (finding.service, series.day(finding.index))
             seen.add(key)
@@ -241,6 +241,9 @@ def anomalies_detect(
                     )
                 )
             elif any(getattr(row, name) != value for name, value in fields.items()):
+                rank = Anomaly.Severity.values.index
+                if rank(fields["severity"]) > rank(row.severity):
+                    escalated.append(row)
                 for name, value in fields.items():
                     setattr(row, name, value)
                 row.save(update_fields=[*_AMOUNT_FIELDS, "updated_at"])
@@ -253,10 +256,10 @@ def anomalies_detect(
         result.removed = stale
         created = Anomaly.objects.bulk_create(new)
         result.created = [row.id for row in created]
-        if created:
+        if created or escalated:  # an escalation may reach a webhook's severity now
             from costs.services.alerts import alerts_enqueue
 
-            alerts_enqueue(anomalies=created, today=today)
+            alerts_enqueue(anomalies=[*created, *escalated], today=today)
     logger.info(
         "anomalies of provider %s %s..%s: %d created, %d updated, %d removed",
         provider.id, start, end, len(result.created), len(result.updated), len(result.removed),
