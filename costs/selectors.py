@@ -254,19 +254,21 @@ def daily_component_totals(
     start: date | None = None,
     end: date | None = None,
 ) -> list[tuple[date, int, str, float]]:
-    """(day, provider id, service, billed total) for each day, provider and service that
-    has records, oldest first. The totals are floats, summed exactly by the database and
-    rounded once: the forecast, their only reader, works in floats."""
+    """(day, provider id, service, billed total) for each day, provider, service and
+    currency that has records, oldest first (the forecast, their only reader, refuses a
+    scope billed in several currencies first). The totals are floats, summed exactly by
+    the database and rounded once: the forecast works in floats."""
     qs = _totals(organization=organization, provider=provider)
     if start is not None:
         qs = qs.filter(day__gte=start)
     if end is not None:
         qs = qs.filter(day__lte=end)
+    # The service-day totals are this grain already: grouping them again sorted 110k
+    # service names, 0.25 s of a 0.27 s read.
     return list(
-        qs.values("day", "provider_id", "service")
-        .annotate(total=Cast(Sum("billed_amount"), FloatField()))
-        .order_by("day", "provider_id", "service")
-        .values_list("day", "provider_id", "service", "total")
+        qs.order_by("day").values_list(
+            "day", "provider_id", "service", Cast("billed_amount", FloatField())
+        )
     )
 
 
