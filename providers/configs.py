@@ -28,6 +28,8 @@ _AWS_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}
 _AWS_ACCOUNT = re.compile(r"^\d{12}$")
 _GCP_TABLE = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]\.[A-Za-z0-9_]{1,1024}\.[A-Za-z0-9_$-]{1,1024}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+# What azure-identity accepts as a tenant: its GUID or one of its domains.
+_AZURE_TENANT = re.compile(r"^[A-Za-z0-9.-]{1,64}$")
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 # Anything shaped like a URL: never a local path, whatever the scheme.
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -101,7 +103,11 @@ class AzureConfig(_Strict):
 
 
 class AzureCredentials(_Strict):
-    tenant_id = TextField(max_length=64)
+    tenant_id = PatternField(
+        _AZURE_TENANT,
+        error_messages={"invalid": "must be the directory (tenant) id, a GUID, or its domain "
+                                   "(contoso.onmicrosoft.com)"},
+    )
     client_id = TextField(max_length=64)
     client_secret = TextField(max_length=512)
 

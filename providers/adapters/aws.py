@@ -41,7 +41,7 @@ from typing import Any
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from providers.adapters.base import (
@@ -210,7 +210,10 @@ def _is_transient(exc: Exception) -> bool:
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return _error_code(exc) in RETRYABLE_CODES or status == 429 or status >= 500
-    return isinstance(exc, BotoConnectionError)
+    # A read timeout or a dropped connection (HTTPClientError: ReadTimeoutError,
+    # ConnectionClosedError) is as transient as a refused connection: botocore's own
+    # retry modes say so, and ours are off (total_max_attempts 1).
+    return isinstance(exc, BotoConnectionError | HTTPClientError)
 
 
 def _translate(exc: Exception, *, action: str) -> ProviderError:

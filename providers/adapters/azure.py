@@ -115,10 +115,14 @@ ERROR_MESSAGES: dict[int, str] = {
 
 
 class _NoThrottleRetryPolicy(RetryPolicy):
-    """Connection errors and 5xx are retried by azure-core; 429 reaches the adapter."""
+    """Connection errors and 5xx are retried by azure-core; 429, and an answer asking to
+    wait longer than ``MAX_INLINE_WAIT``, reach the adapter, which hands the wait to
+    Celery (azure-core sleeps a 5xx's whole Retry-After in place, up to three times)."""
 
     def is_retry(self, settings, response):
         if response.http_response.status_code == 429:
+            return False
+        if (_asks_to_wait(response.http_response) or 0.0) > MAX_INLINE_WAIT:
             return False
         return super().is_retry(settings, response)
 
@@ -131,7 +135,13 @@ def _credential(provider: ProviderSnapshot) -> TokenCredential:
     if tenant_id and client_id and client_secret:
         from azure.identity import ClientSecretCredential
 
-        return ClientSecretCredential(tenant_id, client_id, client_secret)
+        try:
+            return ClientSecretCredential(tenant_id, client_id, client_secret)
+        except ValueError:  # the job said only "internal error (ValueError)"
+            raise ProviderError(
+                "credentials.tenant_id is not an Azure tenant id: use the directory (tenant) "
+                "id, a GUID, or its domain (contoso.onmicrosoft.com)"
+            ) from None
     if not provider.allow_ambient_credentials:
         raise ProviderError(
             "this Azure provider has no credentials: add a service principal (tenant_id, "
@@ -165,6 +175,12 @@ def _sleep(seconds: float) -> None:
 
 
 def _retry_after(response: HttpResponse) -> float:
+    seconds = _asks_to_wait(response)
+    return DEFAULT_RETRY_AFTER if seconds is None else seconds
+
+
+def _asks_to_wait(response: HttpResponse) -> float | None:
+    """The longest wait the answer's retry-after headers ask for (capped), or None."""
     values = []
     for name, value in response.headers.items():
         if RETRY_AFTER_HEADERS.match(name):
@@ -174,7 +190,7 @@ def _retry_after(response: HttpResponse) -> float:
                 continue
             if math.isfinite(seconds):
                 values.append(min(max(seconds, 0.0), MAX_RETRY_AFTER))
-    return max(values) if values else DEFAULT_RETRY_AFTER
+    return max(values) if values else None
 
 
 def _json(response: HttpResponse) -> Any:

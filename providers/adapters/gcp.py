@@ -5,10 +5,12 @@ One parameterised query over the table in ``config.billing_table``
 (``service.description``), region (``location.region``, null -> ``global``), project
 (``project.id``, the record's account) and currency:
 
-* billed = ``cost``; effective = ``cost`` + credits (credits are negative: sustained and
-  committed use discounts, free tier, promotions), i.e. what the usage really cost after
-  every credit. Credits are summed per export row in a sub-select over ``UNNEST(credits)``;
-  joining the array instead would repeat the row's cost once per credit.
+* billed = effective = ``cost`` + credits (credits are negative: sustained and committed
+  use discounts, free tier, promotions): what the invoice charges, as AWS's
+  ``UnblendedCost`` and FOCUS's ``BilledCost`` count credits (``cost`` alone overstated a
+  $1,000 month with $300 of credits as $1,000). Credits are summed per export row in a
+  sub-select over ``UNNEST(credits)``; joining the array instead would repeat the row's
+  cost once per credit.
 * Exact money: the export's ``cost`` and ``credits.amount`` are FLOAT64, so each is cast to
   NUMERIC (rounded to 9 decimals, far below a cent) before summing; BigQuery NUMERIC
   comes back as ``Decimal``. No float reaches a ``CostRow``.
@@ -83,11 +85,10 @@ SELECT
   location.region AS region,
   IFNULL(project.id, "") AS account,
   currency,
-  SUM(CAST(cost AS NUMERIC)) AS billed,
   SUM(
     CAST(cost AS NUMERIC)
     + IFNULL((SELECT SUM(CAST(c.amount AS NUMERIC)) FROM UNNEST(credits) AS c), 0)
-  ) AS effective
+  ) AS billed
 FROM `{table}`
 WHERE _PARTITIONTIME >= TIMESTAMP(@partition_from)
   AND usage_start_time >= TIMESTAMP(@window_start)
@@ -267,7 +268,7 @@ def _decimal(value: Any) -> Decimal:
 
 
 class GcpBillingExportAdapter:
-    """Daily cost (billed) and cost net of credits (effective) per service, region, project."""
+    """Daily cost net of credits (billed and effective) per service, region, project."""
 
     # The export holds what was exported since it was enabled; 13 months is our backfill.
     default_backfill_days = 13 * 31
@@ -314,12 +315,13 @@ class GcpBillingExportAdapter:
 
     @staticmethod
     def _row(row: Any) -> CostRow:
+        billed = _decimal(row["billed"])
         return CostRow(
             day=row["usage_day"],
             service=row["service"] or "Unknown",
             region=normalize_region(row["region"]),
             account=row["account"] or "",
-            billed=_decimal(row["billed"]),
-            effective=_decimal(row["effective"]),
+            billed=billed,
+            effective=billed,  # the export amortizes nothing
             currency=row["currency"] or "USD",
         )

@@ -9,12 +9,14 @@ by construction.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 from botocore.stub import Stubber
 
 from costs.services.sync import cost_records_sync
@@ -618,3 +620,61 @@ def test_aws_sync_empty_data_clears_the_window(stubs, aws_provider):
 
     assert (outcome.rows_read, outcome.records_written, outcome.changed) == (0, 0, True)
     assert records(aws_provider) == set()
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def _wire(monkeypatch, *answers):
+    """Real boto3 Cost Explorer clients; each HTTP send answered in order by ``answers``
+    (a page dict: HTTP 200 with that JSON; an exception class: raised as the transport
+    would raise it). Returns the request bodies sent."""
+    from botocore.awsrequest import AWSResponse
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(aws, "_sleep", lambda seconds: None)
+    queue, sent = list(answers), []
+    real = aws._new_client
+
+    def send(request, **_):
+        sent.append(json.loads(request.body))
+        answer = queue.pop(0)
+        if isinstance(answer, type):
+            raise answer(endpoint_url=request.url, error="simulated")
+        return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.1"},
+                           _Raw(json.dumps(answer).encode()))
+
+    def new_client(service, **kwargs):
+        client = real(service, **kwargs)
+        client.meta.events.register("before-send", send)
+        return client
+
+    monkeypatch.setattr(aws, "_new_client", new_client)
+    return sent
+
+
+@pytest.mark.parametrize("error", [ReadTimeoutError, ConnectionClosedError])
+def test_aws_fetch_first_page_read_timeout_is_transient(monkeypatch, error):
+    # A 13-month daily query can outlast the 60 s read timeout; it failed the job for good.
+    _wire(monkeypatch, error)
+    with pytest.raises(ProviderThrottled):
+        list(aws.AwsCostExplorerAdapter(snapshot()).fetch(start=START, end=END,
+                                                           stats=FetchStats()))
+
+
+def test_aws_fetch_later_page_read_timeout_is_retried_in_place(monkeypatch):
+    sent = _wire(
+        monkeypatch,
+        page(day_result("2024-01-14", group("EC2", "us-east-1", "1", "1")), token="t-1"),
+        ReadTimeoutError,
+        page(day_result("2024-01-15", group("EC2", "us-east-1", "2", "2"))),
+    )
+    rows = list(aws.AwsCostExplorerAdapter(snapshot()).fetch(start=START, end=END,
+                                                              stats=FetchStats()))
+    assert [r.billed for r in rows] == [Decimal(1), Decimal(2)]
+    assert [body.get("NextPageToken") for body in sent] == [None, "t-1", "t-1"]

@@ -441,3 +441,28 @@ def test_azure_sync_restatement_ends_as_azure_now_reports(http, aad, azure_provi
         (START, "Storage", "westeurope", SUBSCRIPTION, "EUR", Decimal("4.75"), Decimal("4.75")),
     }
     assert re.fullmatch(r"[0-9a-f-]{36}", SUBSCRIPTION)
+
+
+def test_azure_fetch_long_retry_after_on_a_5xx_goes_back_to_celery(http, aad, monkeypatch):
+    # azure-core slept a 503's whole Retry-After in place, three times: 3,600 s of a
+    # worker, past the sync's time limit, before the adapter saw the answer.
+    import time
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    for _ in range(4):
+        answer(http, QUERY_URL, {"error": {"code": "ServiceUnavailable", "message": "busy"}},
+               status=503, headers={"Retry-After": "1200"})
+
+    with pytest.raises(ProviderThrottled) as raised:
+        fetch_all(snapshot())
+
+    assert raised.value.retry_after == 1200
+    assert sum(slept) <= azure.MAX_INLINE_WAIT
+
+
+def test_azure_fetch_malformed_tenant_id_says_what_to_fix(http):
+    # The job said only "internal error (ValueError)".
+    with pytest.raises(ProviderError, match=r"credentials\.tenant_id"):
+        fetch_all(snapshot(credentials={**CREDENTIALS, "tenant_id": "contoso tenant"}))
+    assert cost_calls(http) == []

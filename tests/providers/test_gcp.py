@@ -10,6 +10,7 @@ not stubbed fails the test, so nothing can reach the network.
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import date
 from decimal import Decimal
@@ -38,7 +39,6 @@ SCHEMA = {
         {"name": "account", "type": "STRING", "mode": "NULLABLE"},
         {"name": "currency", "type": "STRING", "mode": "NULLABLE"},
         {"name": "billed", "type": "NUMERIC", "mode": "NULLABLE"},
-        {"name": "effective", "type": "NUMERIC", "mode": "NULLABLE"},
     ]
 }
 
@@ -99,7 +99,8 @@ def cell(value):
     return {"v": value}
 
 
-def bq_row(day, service, region, account, billed, effective, currency="USD") -> dict:
+def bq_row(day, service, region, account, billed, currency="USD") -> dict:
+    """A result row of the adapter's query (``billed``: cost net of credits)."""
     return {
         "f": [
             cell(day),
@@ -108,7 +109,6 @@ def bq_row(day, service, region, account, billed, effective, currency="USD") -> 
             cell(account),
             cell(currency),
             cell(billed),
-            cell(effective),
         ]
     }
 
@@ -183,11 +183,10 @@ def test_gcp_fetch_reads_exact_amounts_net_of_credits(http, token, service_accou
                 "Compute Engine",
                 "europe-west1",
                 "shop-prod",
-                "180.000000001",
                 "150.250000001",
             ),
-            bq_row("2024-01-14", "Support", None, None, "12.34", "12.34"),
-            bq_row("2024-01-15", "Cloud Storage", "us", "shop-prod", "0.1", "-0.05"),
+            bq_row("2024-01-14", "Support", None, None, "12.34"),
+            bq_row("2024-01-15", "Cloud Storage", "us", "shop-prod", "-0.05"),
         ),
     )
 
@@ -201,7 +200,7 @@ def test_gcp_fetch_reads_exact_amounts_net_of_credits(http, token, service_accou
             "Compute Engine",
             "europe-west1",
             "shop-prod",
-            Decimal("180.000000001"),
+            Decimal("150.250000001"),
             Decimal("150.250000001"),
             "USD",
         ),
@@ -211,7 +210,7 @@ def test_gcp_fetch_reads_exact_amounts_net_of_credits(http, token, service_accou
             "Cloud Storage",
             "us",
             "shop-prod",
-            Decimal("0.1"),
+            Decimal("-0.05"),
             Decimal("-0.05"),
             "USD",
         ),
@@ -233,6 +232,9 @@ def test_gcp_fetch_sends_a_parameterised_query_with_partition_filter(
     assert f"FROM `{TABLE}`" in body["query"]
     assert "_PARTITIONTIME >= TIMESTAMP(@partition_from)" in body["query"]
     assert "(SELECT SUM(CAST(c.amount AS NUMERIC)) FROM UNNEST(credits) AS c)" in body["query"]
+    # billed is what the invoice charges, credits included, as AWS and FOCUS count it.
+    billed = re.search(r"SUM\((.*?)\) AS billed", body["query"], re.S).group(1)
+    assert "UNNEST(credits)" in billed
     assert "2024" not in body["query"]  # dates travel only as parameters
     params = {p["name"]: p["parameterValue"]["value"] for p in body["queryParameters"]}
     assert params == {
@@ -248,7 +250,7 @@ def test_gcp_fetch_reads_every_result_page(http, token, service_account_info):
     http.post(
         f"{BQ}/queries",
         json=first_page(
-            bq_row("2024-01-14", "Compute Engine", "europe-west1", "p", "1", "1"),
+            bq_row("2024-01-14", "Compute Engine", "europe-west1", "p", "1"),
             total=3,
             page_token="page-2",
         ),
@@ -257,10 +259,10 @@ def test_gcp_fetch_reads_every_result_page(http, token, service_account_info):
         http,
         {
             **first_page(
-                bq_row("2024-01-14", "BigQuery", "EU", "p", "2", "2"), total=3, page_token="page-3"
+                bq_row("2024-01-14", "BigQuery", "EU", "p", "2"), total=3, page_token="page-3"
             )
         },
-        {**first_page(bq_row("2024-01-15", "BigQuery", "EU", "p", "3", "3"), total=3)},
+        {**first_page(bq_row("2024-01-15", "BigQuery", "EU", "p", "3"), total=3)},
     )
 
     rows, stats = fetch_all(snapshot(service_account_info))
@@ -281,7 +283,7 @@ def test_gcp_fetch_retries_a_throttled_page_read_with_its_token(
     http.post(
         f"{BQ}/queries",
         json=first_page(
-            bq_row("2024-01-14", "Compute Engine", "europe-west1", "p", "1", "1"),
+            bq_row("2024-01-14", "Compute Engine", "europe-west1", "p", "1"),
             total=2,
             page_token="page-2",
         ),
@@ -294,7 +296,7 @@ def test_gcp_fetch_retries_a_throttled_page_read_with_its_token(
     )
     http.get(
         f"{BQ}/queries/job_costs_1",
-        json=first_page(bq_row("2024-01-15", "BigQuery", "EU", "p", "2", "2"), total=2),
+        json=first_page(bq_row("2024-01-15", "BigQuery", "EU", "p", "2"), total=2),
     )
 
     rows, _ = fetch_all(snapshot(service_account_info))
@@ -422,8 +424,8 @@ def test_gcp_sync_writes_cost_records(http, token, gcp_provider):
     http.post(
         f"{BQ}/queries",
         json=first_page(
-            bq_row("2024-01-14", "Compute Engine", "europe-west1", "shop-prod", "10.5", "9.25"),
-            bq_row("2024-01-14", "Support", None, None, "1", "1"),
+            bq_row("2024-01-14", "Compute Engine", "europe-west1", "shop-prod", "9.25"),
+            bq_row("2024-01-14", "Support", None, None, "1"),
             total=3,
             page_token="page-2",
         ),
@@ -431,7 +433,7 @@ def test_gcp_sync_writes_cost_records(http, token, gcp_provider):
     stub_more_pages(
         http,
         first_page(
-            bq_row("2024-01-14", "Compute Engine", "europe-west1", "shop-prod", "0.000000001", "0"),
+            bq_row("2024-01-14", "Compute Engine", "europe-west1", "shop-prod", "0.000000001"),
             total=3,
         ),
     )
@@ -446,8 +448,8 @@ def test_gcp_sync_writes_cost_records(http, token, gcp_provider):
             "europe-west1",
             "shop-prod",
             "USD",
-            Decimal("10.500000001"),
-            Decimal("9.25"),
+            Decimal("9.250000001"),
+            Decimal("9.250000001"),
         ),
         (START, "Support", "global", "", "USD", Decimal("1"), Decimal("1")),
     }
@@ -459,8 +461,8 @@ def test_gcp_sync_restatement_ends_as_the_export_now_reports(http, gcp_provider)
     http.post(
         f"{BQ}/queries",
         json=first_page(
-            bq_row("2024-01-14", "Compute Engine", "europe-west1", "p", "10", "10"),
-            bq_row("2024-01-15", "Cloud Storage", "us", "p", "3", "3"),
+            bq_row("2024-01-14", "Compute Engine", "europe-west1", "p", "10"),
+            bq_row("2024-01-15", "Cloud Storage", "us", "p", "3"),
         ),
     )
     cost_records_sync(provider=gcp_provider, start=START, end=END)
@@ -469,8 +471,8 @@ def test_gcp_sync_restatement_ends_as_the_export_now_reports(http, gcp_provider)
     http.post(
         f"{BQ}/queries",
         json=first_page(
-            bq_row("2024-01-14", "Compute Engine", "europe-west1", "p", "10", "7.5"),
-            bq_row("2024-01-15", "Compute Engine", "europe-west1", "p", "4", "4"),
+            bq_row("2024-01-14", "Compute Engine", "europe-west1", "p", "7.5"),
+            bq_row("2024-01-15", "Compute Engine", "europe-west1", "p", "4"),
         ),
     )
 
@@ -484,7 +486,7 @@ def test_gcp_sync_restatement_ends_as_the_export_now_reports(http, gcp_provider)
             "europe-west1",
             "p",
             "USD",
-            Decimal("10"),
+            Decimal("7.5"),
             Decimal("7.5"),
         ),
         (
@@ -506,8 +508,7 @@ def test_gcp_fetch_asks_only_google_for_a_token_whatever_the_key_file_says(
     # internal service received the signed assertion; a closed port retried, an open one
     # did not). responses refuses every request it was not told about, so a request to
     # the address in the file would fail this test.
-    http.post(f"{BQ}/queries", json=first_page(bq_row("2024-01-14", "Support", None, None,
-                                                       "1", "1")))
+    http.post(f"{BQ}/queries", json=first_page(bq_row("2024-01-14", "Support", None, None, "1")))
     stored = {**service_account_info, "token_uri": "http://127.0.0.1:9/internal/reset",
               "universe_domain": "evil.example"}
     rows, _ = fetch_all(snapshot(stored))
