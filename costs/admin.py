@@ -35,7 +35,7 @@ class SyncJobProviderInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SyncJobProvider
     extra = 0
     fields = ["provider_entry", "status", "rows_read", "records_written", "date_from",
-              "date_to", "changed", "error", "started_at", "finished_at"]
+              "date_to", "changed", "error", "runs", "started_at", "finished_at"]
     readonly_fields = fields
 
     def get_queryset(self, request):

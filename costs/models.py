@@ -173,6 +173,10 @@ class SyncJobProvider(models.Model):
     error = models.TextField(blank=True, default="")
     # For uploads: the stored file this result imports (deleted after import).
     source_file = models.CharField(max_length=1024, blank=True, default="")
+    # Deliveries of its task that started it: more than its retries plus one means a
+    # worker died running it (killed for memory, restarted), and the broker delivered it
+    # again (costs.services.jobs.MAX_LOST_RUNS).
+    runs = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -51,6 +51,7 @@ def sync_provider(self, result_id: int, date_from: str | None = None, date_to: s
             date_from=_date(date_from),
             date_to=_date(date_to),
             final_attempt=self.request.retries >= self.max_retries,
+            retries=self.request.retries,
         )
     except ProviderThrottled as exc:
         raise self.retry(

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -31,6 +31,10 @@ FINAL_RESULT = (SyncJobProvider.Status.SUCCEEDED, SyncJobProvider.Status.FAILED)
 # The error of an entry whose provider was deleted before its sync finished (its entry
 # stays in the job's history; its records, if any were written, went with it).
 PROVIDER_DELETED = "provider deleted before its sync finished"
+# A provider whose sync took its worker down this many times is not tried again: with
+# acks_late and reject_on_worker_lost the broker would deliver it again for ever (an
+# import that runs out of memory does so every time).
+MAX_LOST_RUNS = 2
 
 
 def _enqueue(result_ids: list[int], date_from: date | None, date_to: date | None) -> None:
@@ -90,9 +94,13 @@ def sync_job_request(
     import, and syncing it could only fail, making every organization-wide job partial).
 
     While a queued or running job already covers the same providers, that job is returned
-    instead of starting duplicate work."""
+    instead of starting duplicate work. A provider whose part of such a job is over (it
+    failed, say, and was fixed since) is synced again in a new job."""
     # Row lock on the organization: two simultaneous requests cannot both create a job.
     Organization.objects.select_for_update().filter(pk=organization.pk).first()
+    # A job whose worker died is not handed out again, even where no beat runs the
+    # sweeper (the embedded default runs syncs in the request; a restart kills them).
+    sync_jobs_sweep_stale(organization=organization)
     if provider is not None:
         if not provider.is_active:
             raise Unprocessable(
@@ -123,7 +131,7 @@ def sync_job_request(
         date_from=date_from, date_to=date_to,  # another window is other work
     ).prefetch_related("results")
     for job in active_jobs:
-        if wanted <= {r.provider_id for r in job.results.all()}:
+        if wanted <= {r.provider_id for r in job.results.all() if r.status not in FINAL_RESULT}:
             return job
 
     job = SyncJob.objects.create(
@@ -153,35 +161,48 @@ def import_job_request(*, provider: Provider, user, source_file: str) -> SyncJob
     return job
 
 
-def _mark_running(result: SyncJobProvider) -> None:
+def _mark_running(result: SyncJobProvider) -> int:
+    """Mark the provider's part and its job running; how many times it has started."""
     now = timezone.now()
     SyncJobProvider.objects.filter(pk=result.pk).update(
-        status=SyncJobProvider.Status.RUNNING, started_at=now
+        status=SyncJobProvider.Status.RUNNING, started_at=now, runs=F("runs") + 1
     )
     SyncJob.objects.filter(pk=result.job_id, status=SyncJob.Status.QUEUED).update(
         status=SyncJob.Status.RUNNING, started_at=now
     )
+    return SyncJobProvider.objects.values_list("runs", flat=True).get(pk=result.pk)
 
 
 def sync_result_run(
     *, result_id: int, date_from: date | None = None, date_to: date | None = None,
-    final_attempt: bool = True,
+    final_attempt: bool = True, retries: int = 0,
 ) -> None:
     """Run one provider's part of a job and record its outcome on the result.
 
     ``ProviderThrottled`` propagates (the task retries) unless this is the final attempt.
     Any other failure is recorded on the result; the other providers are unaffected. A
-    provider deleted before or while it runs fails its entry with ``PROVIDER_DELETED``."""
+    provider deleted before or while it runs fails its entry with ``PROVIDER_DELETED``.
+    ``retries``: the task's retries so far; a part started more often than that took its
+    worker down, and after ``MAX_LOST_RUNS`` such losses it fails instead of running."""
     result = SyncJobProvider.objects.select_related("provider", "job").filter(pk=result_id).first()
     if result is None:  # its job was deleted (with its organization): nothing to record
         logger.info("sync job entry %s no longer exists; nothing to run", result_id)
         return
     if result.status in FINAL_RESULT:
-        return  # a redelivered task: the work is done
+        # A redelivered task: the work is done, but the worker may have died before it
+        # finished the job, which would then stay running for good.
+        sync_job_finish_if_done(job_id=result.job_id)
+        return
     if result.provider_deleted:
         _fail_results([result], PROVIDER_DELETED)
         return
-    _mark_running(result)
+    lost = _mark_running(result) - retries - 1
+    if lost >= MAX_LOST_RUNS:
+        _fail_results([result], (
+            f"the worker running this sync stopped {lost} times before it finished (killed "
+            "for memory, or restarted): it is not tried again; see the worker's log"
+        ))
+        return
     try:
         outcome = cost_records_sync(
             provider=result.provider,
@@ -320,25 +341,37 @@ def _after_sync(job: SyncJob, results: list[SyncJobProvider]) -> int:
     return len(errors)
 
 
-def sync_jobs_sweep_stale(*, now=None) -> int:
+def sync_jobs_sweep_stale(*, now=None, organization: Organization | None = None) -> int:
     """Mark failed the providers of jobs whose workers died: a provider still running
     ``SYNC_JOB_STALE_SECONDS`` after it started, or still queued that long after its job
     was created, then finish those jobs. A provider that started recently is left alone,
     however long its job waited in the queue (a busy night is not a lost worker); one
     that started longer ago was stopped by the task's time limit, which the settings
-    keep below this one, so a sync that is still running is never failed under it."""
+    keep below this one, so a sync that is still running is never failed under it.
+    A job that old whose providers are all over (its worker died while finishing it)
+    is finished. Of ``organization`` only, when given; returns how many jobs."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.SYNC_JOB_STALE_SECONDS)
-    stale = SyncJobProvider.objects.filter(
-        job__status__in=SyncJob.ACTIVE_STATUSES,
-    ).filter(
+    active = SyncJob.objects.filter(status__in=SyncJob.ACTIVE_STATUSES)
+    if organization is not None:
+        active = active.filter(organization=organization)
+    stale = SyncJobProvider.objects.filter(job__in=active).filter(
         Q(status=SyncJobProvider.Status.RUNNING, started_at__lt=cutoff)
         | Q(status=SyncJobProvider.Status.RUNNING, started_at=None, job__created_at__lt=cutoff)
         | Q(status=SyncJobProvider.Status.QUEUED, job__created_at__lt=cutoff)
     )
-    return _fail_results(
+    swept = _fail_results(
         stale, "the sync did not finish within its time limit (worker lost or stopped)"
     )
+    stranded = list(
+        active.filter(created_at__lt=cutoff)
+        .exclude(results__status__in=[SyncJobProvider.Status.QUEUED,
+                                      SyncJobProvider.Status.RUNNING])
+        .values_list("pk", flat=True)
+    )
+    for job_id in stranded:
+        sync_job_finish_if_done(job_id=job_id)
+    return swept + len(stranded)
 
 
 def sync_all_active() -> list[SyncJob]:

@@ -12,7 +12,7 @@ from django_celery_beat.models import PeriodicTask
 from costs.models import Anomaly, CostRecord, SyncJob, SyncJobProvider
 from costs.services.jobs import sync_job_request, sync_jobs_sweep_stale
 from costs.services.sync import default_window
-from costs.tasks import retry_countdown, sync_all_providers
+from costs.tasks import retry_countdown, sync_all_providers, sync_provider
 from tests.costs.focus_files import write_focus_csv
 from tests.factories import (
     OrganizationFactory,
@@ -518,3 +518,110 @@ def test_sync_with_the_broker_down_fails_the_job_at_once_not_a_500(
     # The next request is a new job, not the dead one handed back again.
     again = run_on_commit(api.post, "/api/v1/costs/sync", {}, format="json")
     assert again.json()["job_id"] != response.json()["job_id"]
+
+
+def _focus_provider(org, import_root, name: str, amount: str = "7"):
+    folder = import_root / org.slug / name
+    write_focus_csv(folder / "export.csv", [{"day": "2024-01-01", "service": "EC2", "amount": amount}])
+    return ProviderFactory(organization=org, name=name, kind="focus", config={"uri": str(folder)})
+
+
+def test_sync_of_a_provider_whose_part_of_a_running_job_is_over_starts_a_new_job(
+    api, org, import_root, django_capture_on_commit_callbacks
+):
+    # The nightly job of A and B: A failed (its export was missing), B still runs. The
+    # admin delivers A's export and asks for A: it used to get the nightly job back, with
+    # A's old failure, and A was never read.
+    a = _focus_provider(org, import_root, "a")
+    _focus_provider(org, import_root, "b")
+    (import_root / org.slug / "a" / "export.csv").unlink()
+    with django_capture_on_commit_callbacks(execute=False):
+        nightly = sync_job_request(organization=org)
+    entry_a = nightly.results.get(provider=a)
+    sync_provider.delay(entry_a.id)
+    entry_a.refresh_from_db()
+    nightly.refresh_from_db()
+    assert (entry_a.status, nightly.status) == ("failed", "running")
+    write_focus_csv(import_root / org.slug / "a" / "export.csv",
+                    [{"day": "2024-01-01", "service": "EC2", "amount": "7"}])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/v1/costs/sync", {"provider_id": a.id}, format="json")
+
+    assert response.status_code == 202
+    assert response.json()["job_id"] != nightly.id
+    assert SyncJob.objects.get(pk=response.json()["job_id"]).status == "succeeded"
+    assert CostRecord.objects.filter(provider=a).exists()
+
+
+def test_redelivered_task_of_a_finished_part_finishes_its_job(org, import_root):
+    # The worker died after writing the part's outcome, before finishing the job: the
+    # broker delivers the task again, which found the part over and returned, and the
+    # job stayed running for good (handed to every later request for the provider).
+    provider = _focus_provider(org, import_root, "a")
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    entry = SyncJobProviderFactory(job=job, provider=provider,
+                                   status=SyncJobProvider.Status.SUCCEEDED, runs=1)
+
+    sync_provider.delay(entry.id)
+
+    job.refresh_from_db()
+    assert job.status == SyncJob.Status.SUCCEEDED
+
+
+def test_sweeper_finishes_an_old_job_whose_parts_are_all_over(org, import_root):
+    provider = _focus_provider(org, import_root, "a")
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    SyncJobProviderFactory(job=job, provider=provider, status=SyncJobProvider.Status.FAILED,
+                           error="access denied")
+    recent = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    SyncJobProviderFactory(job=recent, provider=provider, status=SyncJobProvider.Status.SUCCEEDED)
+    SyncJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=3))
+
+    assert sync_jobs_sweep_stale() == 1
+
+    job.refresh_from_db()
+    recent.refresh_from_db()
+    # The recent one may have a finisher at work (anomaly detection): it is left to it.
+    assert (job.status, recent.status) == (SyncJob.Status.FAILED, SyncJob.Status.RUNNING)
+
+
+def test_sync_part_whose_worker_died_runs_again_once_then_fails(org, import_root):
+    """A part started but never finished took its worker down (OOM killer, restart);
+    the broker delivers it again (acks_late, reject_on_worker_lost). Once is a restart:
+    it runs. The same part losing its worker twice fails instead of looping for ever."""
+    provider = _focus_provider(org, import_root, "a")
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    lost_once = SyncJobProviderFactory(job=job, provider=provider,
+                                       status=SyncJobProvider.Status.RUNNING, runs=1)
+    sync_provider.delay(lost_once.id)
+    lost_once.refresh_from_db()
+    assert (lost_once.status, lost_once.runs) == (SyncJobProvider.Status.SUCCEEDED, 2)
+
+    job = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    lost_twice = SyncJobProviderFactory(job=job, provider=provider,
+                                        status=SyncJobProvider.Status.RUNNING, runs=2)
+    sync_provider.delay(lost_twice.id)
+    lost_twice.refresh_from_db()
+    job.refresh_from_db()
+    assert lost_twice.status == SyncJobProvider.Status.FAILED
+    assert "stopped 2 times before it finished" in lost_twice.error
+    assert job.status == SyncJob.Status.FAILED
+
+
+def test_sync_request_sweeps_a_job_whose_process_died_where_no_beat_runs(api, org, import_root):
+    # The embedded default runs a sync in its request and runs no beat: a restart mid-sync
+    # left the job running, and every later request was handed it.
+    provider = _focus_provider(org, import_root, "a")
+    past = timezone.now() - timedelta(hours=3)
+    dead = SyncJobFactory(organization=org, status=SyncJob.Status.RUNNING)
+    SyncJobProviderFactory(job=dead, provider=provider, status=SyncJobProvider.Status.RUNNING,
+                           started_at=past, runs=1)
+    SyncJob.objects.filter(pk=dead.pk).update(created_at=past, started_at=past)
+
+    response = api.post("/api/v1/costs/sync", {"provider_id": provider.id}, format="json")
+
+    assert response.status_code == 202
+    assert response.json()["job_id"] != dead.id
+    dead.refresh_from_db()
+    assert dead.status == SyncJob.Status.FAILED
