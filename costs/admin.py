@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from accounts.admin_scoping import OrganizationScopedAdminMixin
-from costs.models import CostRecord, SyncJob, SyncJobProvider
+from accounts.admin_scoping import OrganizationScopedAdminMixin, member_organizations_only
+from costs.models import CostRecord, ServiceDayTotal, SyncJob, SyncJobProvider
 
 
 class ReadOnlyAdminMixin:
@@ -17,16 +17,35 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class CurrencyListFilter(admin.SimpleListFilter):
+    """The currencies of the user's organizations, from the service-day totals: a
+    DISTINCT over every record (and every tenant's) took 0.2-0.6 s of each page."""
+
+    title = "currency"
+    parameter_name = "currency"
+
+    def lookups(self, request, model_admin):
+        totals = member_organizations_only(
+            ServiceDayTotal.objects.all(), request.user, "organization"
+        )
+        currencies = totals.order_by("currency").values_list("currency", flat=True).distinct()
+        return [(currency, currency) for currency in currencies]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(currency=self.value()) if self.value() else queryset
+
+
 @admin.register(CostRecord)
 class CostRecordAdmin(OrganizationScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Cost records are written only by syncs; the admin reads and filters them."""
+    """Cost records are written only by syncs; the admin reads and filters them. Nothing
+    on a page scans every record but the count: no date hierarchy (its first and last
+    day and its years were two scans) and no region list (search finds a region)."""
 
     list_display = ["day", "provider", "service", "region", "account", "billed_amount",
                     "effective_amount", "currency", "billing_period"]
-    list_filter = ["provider__organization", "provider", "currency", "region",
+    list_filter = ["provider__organization", "provider", CurrencyListFilter,
                    ("day", admin.DateFieldListFilter), "billing_period"]
     search_fields = ["service", "region", "account"]
-    date_hierarchy = "day"
     list_select_related = ["provider"]
     show_full_result_count = False
 

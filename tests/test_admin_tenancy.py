@@ -181,3 +181,19 @@ def test_admin_tenancy_staff_without_membership_sees_nothing(client, a):
     response = client.get(f"{ADMIN}/costs/anomaly/")
     assert list(response.context["cl"].result_list) == []
     assert client.get(f"{ADMIN}/costs/anomaly/{a.anomaly.pk}/change/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_admin_tenancy_cost_record_currency_filter_offers_member_currencies_only(
+    client, member_of_a, a, b
+):
+    CostRecordFactory(provider=a.provider, service="Own EUR", currency="EUR")
+    CostRecordFactory(provider=b.provider, service="Theirs JPY", currency="JPY")
+    client.force_login(member_of_a)
+
+    page = client.get(f"{ADMIN}/costs/costrecord/")
+    (currency_filter,) = [f for f in page.context["cl"].filter_specs if f.title == "currency"]
+    assert [value for value, _ in currency_filter.lookup_choices] == ["EUR", "USD"]
+
+    filtered = client.get(f"{ADMIN}/costs/costrecord/?currency=EUR")
+    assert [r.service for r in filtered.context["cl"].result_list] == ["Own EUR"]
