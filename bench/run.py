@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py            # or: make bench
 
-Ingest and forecast benchmarks use PostgreSQL (DATABASE_URL, or a bench database on
+Ingest, read and forecast benchmarks use PostgreSQL (DATABASE_URL, or a bench database on
 127.0.0.1:5432 they create); the anomaly and conformal-stretch benchmarks need no
 database. Results are recorded in docs/benchmarks.md.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = [
     ["ingest.py", "--rows", "1000000", "4000000"],
+    ["reads.py"],
     ["forecast.py"],
     ["anomalies.py"],
     ["conformal_stretch.py"],

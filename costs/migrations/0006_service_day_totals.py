@@ -13,16 +13,27 @@ MATCH = " AND ".join(f"t.{column} = g.{column}" for column in KEY.split(", "))
 # sync's COPY of 65k records costs one grouped upsert, not 65k row triggers.
 PG_FUNCTION = f"""
 CREATE FUNCTION costs_servicedaytotal_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    emptied bigint[];
 BEGIN
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        UPDATE {TOTALS} AS t SET billed_amount = t.billed_amount - g.billed,
-               effective_amount = t.effective_amount - g.effective, records = t.records - g.n
-        FROM (SELECT {KEY}, sum(billed_amount) AS billed, sum(effective_amount) AS effective,
-                     count(*) AS n
-              FROM old_rows GROUP BY {KEY}) AS g
-        WHERE {MATCH};
-        DELETE FROM {TOTALS} AS t USING (SELECT DISTINCT {KEY} FROM old_rows) AS g
-        WHERE {MATCH} AND t.records <= 0;
+        -- The totals left without records are deleted by id: joined to the transition
+        -- table again, the planner expected no such total and rescanned it per total
+        -- (1.8 s for a sync replacing 65k records).
+        WITH changed AS (
+            UPDATE {TOTALS} AS t SET billed_amount = t.billed_amount - g.billed,
+                   effective_amount = t.effective_amount - g.effective,
+                   records = t.records - g.n
+            FROM (SELECT {KEY}, sum(billed_amount) AS billed,
+                         sum(effective_amount) AS effective, count(*) AS n
+                  FROM old_rows GROUP BY {KEY}) AS g
+            WHERE {MATCH}
+            RETURNING t.id, t.records
+        )
+        SELECT array_agg(id) FILTER (WHERE records <= 0) INTO emptied FROM changed;
+        IF emptied IS NOT NULL THEN
+            DELETE FROM {TOTALS} WHERE id = ANY(emptied);
+        END IF;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         INSERT INTO {TOTALS} AS t (organization_id, {KEY}, billed_amount, effective_amount,
