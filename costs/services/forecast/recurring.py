@@ -22,10 +22,21 @@ class RecurringCharge:
     months: int
 
 
+def _calendar(index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Each day's day of the month and whether it ends its month. Computed once per
+    history: pandas took ~50 us per call, and a fit asked for them once per candidate day,
+    component and backtest origin (21k times, 1 s, for 150 components)."""
+    return np.asarray(index.day), np.asarray(index.is_month_end)
+
+
+def _lands(calendar: tuple[np.ndarray, np.ndarray], day_of_month: int) -> np.ndarray:
+    """Whether a charge billed on ``day_of_month`` lands on each day of ``calendar``."""
+    days, month_end = calendar
+    return (days == day_of_month) | (month_end & (days < day_of_month))
+
+
 def _lands_on(index: pd.DatetimeIndex, day_of_month: int) -> np.ndarray:
-    """Whether a charge billed on ``day_of_month`` lands on each day of ``index``."""
-    days = np.asarray(index.day)
-    return (days == day_of_month) | (np.asarray(index.is_month_end) & (days < day_of_month))
+    return _lands(_calendar(index), day_of_month)
 
 
 def _days_of_month_landing(day: pd.Timestamp) -> range:
@@ -63,9 +74,10 @@ def _jumps(series: pd.Series) -> _Jumps:
 
 
 def _recurring_in(
-    name: str, jumps: _Jumps, index: pd.DatetimeIndex
+    name: str, jumps: _Jumps, index: pd.DatetimeIndex, calendar: tuple[np.ndarray, np.ndarray]
 ) -> tuple[list[RecurringCharge], np.ndarray]:
-    """Fixed-day charges of one component and the part of its history they explain."""
+    """Fixed-day charges of one component and the part of its history they explain
+    (``calendar``: ``_calendar(index)``)."""
     explained = np.zeros(len(index))
     charged, observed = jumps.charged, jumps.observed
     if not charged[-DETECTION_WINDOW_DAYS:].any():
@@ -74,7 +86,7 @@ def _recurring_in(
     candidates = sorted({d for day in recent_charged for d in _days_of_month_landing(day)})
     charges = []
     for day_of_month in candidates:
-        hits = np.flatnonzero(_lands_on(index, day_of_month) & observed)
+        hits = np.flatnonzero(_lands(calendar, day_of_month) & observed)
         misses = np.flatnonzero(~charged[hits])
         run = len(hits) - (misses[-1] + 1 if misses.size else 0)
         if run < 2:
@@ -107,13 +119,16 @@ def detect_recurring(
     (backtests); ``jumps`` reuses the per-day measurements of a previous call."""
     charges: list[RecurringCharge] = []
     explained: np.ndarray | None = None
+    calendar = None
     for name, series in components.items():
         measured = jumps[name] if jumps is not None else _jumps(series)
         cut = series.index if until is None else series.index[:until]
+        if calendar is None or len(calendar[0]) != len(cut):  # one index for all, normally
+            calendar = _calendar(cut)
         if until is not None:
             measured = _Jumps(*(part[:until] for part in (
                 measured.excess, measured.charged, measured.pure, measured.observed)))
-        found, part = _recurring_in(name, measured, cut)
+        found, part = _recurring_in(name, measured, cut, calendar)
         if found:
             charges.extend(found)
             explained = part if explained is None else explained + part
