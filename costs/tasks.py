@@ -16,7 +16,8 @@ from providers.adapters.base import ProviderThrottled
 MAX_RETRIES = 6
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 30 * 60
-RETRY_AFTER_MAX_SECONDS = 6 * 3600
+# Within the sweeper's patience and the broker's visibility timeout (settings).
+RETRY_AFTER_MAX_SECONDS = settings.TASK_RETRY_AFTER_MAX_SECONDS
 
 
 def retry_countdown(retries: int, retry_after: float | None) -> float:

@@ -253,6 +253,16 @@ if not SYNC_SOFT_TIME_LIMIT < SYNC_TIME_LIMIT < SYNC_JOB_STALE_SECONDS:
         "need INFRAAUDIT_SYNC_SOFT_TIME_LIMIT < INFRAAUDIT_SYNC_TIME_LIMIT < "
         "INFRAAUDIT_SYNC_JOB_STALE_SECONDS (seconds)"
     )
+# The longest a task waits before its retry, whatever Retry-After the other side asks
+# (50 minutes by default): an attempt that ran to its time limit, then waited longer,
+# would be swept as a lost worker. With Redis a message stays unacknowledged (acks_late)
+# while it waits and while it runs, and one held past the visibility timeout is delivered
+# to a second worker: the timeout covers both (its default, one hour, is as long as a sync
+# may run alone).
+TASK_RETRY_AFTER_MAX_SECONDS = max(60, min(3600, SYNC_JOB_STALE_SECONDS - SYNC_TIME_LIMIT - 600))
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": TASK_RETRY_AFTER_MAX_SECONDS + SYNC_TIME_LIMIT + 600
+}
 # The nightly sync, as a cron expression (minute hour day-of-month month day-of-week),
 # used when the periodic task is first created; later edits are made in the admin.
 NIGHTLY_SYNC_CRON = env_str("INFRAAUDIT_NIGHTLY_SYNC_CRON", "30 2 * * *")
