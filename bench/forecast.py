@@ -19,34 +19,16 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-from _common import ensure_database
+from _common import setup_django
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/infraaudit_forecast_bench"
 
 
 def main() -> None:
-    from cryptography.fernet import Fernet
-
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    os.environ.update({
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
-        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or "bench-only-secret-key",
-        "INFRAAUDIT_ENCRYPTION_KEY": os.environ.get("INFRAAUDIT_ENCRYPTION_KEY")
-        or Fernet.generate_key().decode(),
-        "CELERY_BROKER_URL": "",
-        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
-    })
-    ensure_database(url)
-    sys.path.insert(0, str(REPO))
-    import django
+    setup_django(os.environ.get("DATABASE_URL") or DEFAULT_URL)
     from django.core.management import call_command
 
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
     call_command("backtest_forecast", *sys.argv[1:])
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from _common import ensure_database
+from _common import bench_environment, ensure_database
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/infraaudit_bench"
@@ -203,19 +203,7 @@ def write_focus_csv(path: Path, rows: int, *, seed: int = 42) -> Path:
 
 # -- Django and the database -----------------------------------------------------------
 def _environment(url: str, import_root: Path) -> dict[str, str]:
-    from cryptography.fernet import Fernet
-
-    env = dict(os.environ)
-    env.update({
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
-        "DJANGO_SECRET_KEY": env.get("DJANGO_SECRET_KEY") or "bench-only-secret-key",
-        "INFRAAUDIT_ENCRYPTION_KEY": env.get("INFRAAUDIT_ENCRYPTION_KEY")
-        or Fernet.generate_key().decode(),
-        "INFRAAUDIT_IMPORT_ROOT": str(import_root),
-        "CELERY_BROKER_URL": "",
-    })
-    return env
+    return bench_environment(url, INFRAAUDIT_IMPORT_ROOT=str(import_root))
 
 
 def _django(env: dict[str, str]) -> None:

@@ -23,41 +23,17 @@ import io
 import os
 import random
 import statistics
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-from _common import ensure_database
+from _common import setup_django
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/infraaudit_reads_bench"
 ORG = "bench-reads"
 PROVIDERS = ["aws-main", "gcp-data", "azure-corp"]
 SERVICES = 50
 REGIONS = 15
 ANOMALIES = 400
-
-
-def _setup_django(url: str) -> None:
-    from cryptography.fernet import Fernet
-
-    os.environ.update({
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
-        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or "bench-only-secret-key",
-        "INFRAAUDIT_ENCRYPTION_KEY": os.environ.get("INFRAAUDIT_ENCRYPTION_KEY")
-        or Fernet.generate_key().decode(),
-        "CELERY_BROKER_URL": "",
-        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
-    })
-    ensure_database(url)
-    sys.path.insert(0, str(REPO))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
 
 
 def _fill(per_day: int, days: int):
@@ -208,7 +184,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    _setup_django(os.environ.get("DATABASE_URL") or DEFAULT_URL)
+    setup_django(os.environ.get("DATABASE_URL") or DEFAULT_URL)
 
     from costs.models import CostRecord
 
