@@ -62,6 +62,15 @@ class CostRecord(models.Model):
         return f"{self.day} {self.service} {self.region} {self.billed_amount} {self.currency}"
 
 
+class _Derived(models.Manager):
+    """The default manager of rows the database derives from others: it returns none,
+    so ``dumpdata`` leaves them out of fixtures and ``loaddata`` of the rows they derive
+    from makes them again (loaded as well, they collided with the ones it made)."""
+
+    def get_queryset(self):
+        return super().get_queryset().none()
+
+
 class ServiceDayTotal(models.Model):
     """One provider's spend on one day for one service and currency: the sum of its cost
     records over regions, accounts and billing periods, which the reads that do not
@@ -88,7 +97,11 @@ class ServiceDayTotal(models.Model):
     effective_amount = models.DecimalField(max_digits=40, decimal_places=12)
     records = models.IntegerField()
 
+    objects = models.Manager()
+    derived = _Derived()
+
     class Meta:
+        default_manager_name = "derived"
         constraints = [
             models.UniqueConstraint(
                 fields=["provider", "day", "service", "currency"], name="servicedaytotal_key"

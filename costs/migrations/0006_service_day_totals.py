@@ -1,8 +1,13 @@
 """Service-day totals: each provider's spend per day, service and currency, kept by
 triggers on the cost records (see ``ServiceDayTotal``), and filled from the records
-that exist."""
+that exist.
+
+On SQLite, a later migration that alters ``costs_costrecord`` rebuilds the table and
+drops these triggers with it: such a migration must create them again
+(``tests/costs/test_service_day_totals.py`` checks them after a full ``migrate``)."""
 
 import django.db.models.deletion
+import django.db.models.manager
 from django.db import migrations, models
 
 TOTALS = "costs_servicedaytotal"
@@ -59,27 +64,49 @@ PG_TRIGGERS = [
     "REFERENCING OLD TABLE AS old_rows "
     "FOR EACH STATEMENT EXECUTE FUNCTION costs_servicedaytotal_apply()",
 ]
+# TRUNCATE fires no delete trigger: the totals of truncated records are cleared too.
+PG_TRUNCATE = [
+    f"""CREATE FUNCTION costs_servicedaytotal_clear() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {TOTALS};
+    RETURN NULL;
+END $$""",
+    "CREATE TRIGGER costs_servicedaytotal_truncate AFTER TRUNCATE ON costs_costrecord "
+    "FOR EACH STATEMENT EXECUTE FUNCTION costs_servicedaytotal_clear()",
+]
 PG_DROP = [
+    "DROP TRIGGER IF EXISTS costs_servicedaytotal_truncate ON costs_costrecord",
+    "DROP FUNCTION IF EXISTS costs_servicedaytotal_clear()",
     "DROP TRIGGER IF EXISTS costs_servicedaytotal_insert ON costs_costrecord",
     "DROP TRIGGER IF EXISTS costs_servicedaytotal_update ON costs_costrecord",
     "DROP TRIGGER IF EXISTS costs_servicedaytotal_delete ON costs_costrecord",
     "DROP FUNCTION IF EXISTS costs_servicedaytotal_apply()",
 ]
 
-# SQLite (the embedded demo) has row triggers only.
+# SQLite (the embedded demo) has row triggers only, and keeps decimals as floats: each
+# trigger sums its total's records again (a few, through the natural key's index) rather
+# than adding and subtracting, which would keep the rounding error of every amount the
+# total ever held (a deleted $123,456.78 left a $0.015 total showing $0.01).
+_SQLITE_SUMS = " AND ".join(f"r.{column} = {{row}}.{column}" for column in KEY.split(", "))
 _SQLITE_ADD = f"""
     INSERT INTO {TOTALS} (organization_id, {KEY}, billed_amount, effective_amount, records)
-    VALUES (NEW.organization_id, NEW.provider_id, NEW.day, NEW.service, NEW.currency,
-            NEW.billed_amount, NEW.effective_amount, 1)
+    SELECT NEW.organization_id, NEW.provider_id, NEW.day, NEW.service, NEW.currency,
+           sum(r.billed_amount), sum(r.effective_amount), count(*)
+    FROM costs_costrecord AS r WHERE {_SQLITE_SUMS.format(row="NEW")}
     ON CONFLICT ({KEY}) DO UPDATE SET
-        billed_amount = billed_amount + excluded.billed_amount,
-        effective_amount = effective_amount + excluded.effective_amount,
-        records = records + 1;
+        billed_amount = excluded.billed_amount,
+        effective_amount = excluded.effective_amount,
+        records = excluded.records;
 """
 _SQLITE_OLD = " AND ".join(f"{column} = OLD.{column}" for column in KEY.split(", "))
 _SQLITE_SUBTRACT = f"""
-    UPDATE {TOTALS} SET billed_amount = billed_amount - OLD.billed_amount,
-        effective_amount = effective_amount - OLD.effective_amount, records = records - 1
+    UPDATE {TOTALS} SET
+        billed_amount = (SELECT coalesce(sum(r.billed_amount), 0) FROM costs_costrecord AS r
+                         WHERE {_SQLITE_SUMS.format(row="OLD")}),
+        effective_amount = (SELECT coalesce(sum(r.effective_amount), 0)
+                            FROM costs_costrecord AS r WHERE {_SQLITE_SUMS.format(row="OLD")}),
+        records = (SELECT count(*) FROM costs_costrecord AS r
+                   WHERE {_SQLITE_SUMS.format(row="OLD")})
     WHERE {_SQLITE_OLD};
     DELETE FROM {TOTALS} WHERE {_SQLITE_OLD} AND records <= 0;
 """
@@ -106,7 +133,8 @@ FILL = (
 
 def create_triggers(apps, schema_editor):
     statements = (
-        [PG_FUNCTION, *PG_TRIGGERS] if schema_editor.connection.vendor == "postgresql"
+        [PG_FUNCTION, *PG_TRIGGERS, *PG_TRUNCATE]
+        if schema_editor.connection.vendor == "postgresql"
         else SQLITE_TRIGGERS
     )
     for statement in [*statements, FILL]:
@@ -146,12 +174,14 @@ class Migration(migrations.Migration):
                     to="providers.provider")),
             ],
             options={
+                "default_manager_name": "derived",
                 "indexes": [models.Index(fields=["organization", "day"],
                                          name="servicedaytotal_org_day")],
                 "constraints": [models.UniqueConstraint(
                     fields=("provider", "day", "service", "currency"),
                     name="servicedaytotal_key")],
             },
+            managers=[("derived", django.db.models.manager.Manager())],
         ),
         migrations.RunPython(create_triggers, drop_triggers),
     ]
