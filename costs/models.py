@@ -80,9 +80,11 @@ class ServiceDayTotal(models.Model):
 
     Maintained by the database, not by Python: triggers on ``costs_costrecord`` (migration
     0006) add every inserted record and subtract every deleted one, within the statement
-    that wrote it. So every way records change (a sync's COPY, ``bulk_create``, a
-    cascade from a deleted provider) keeps the totals exact, in the same transaction.
-    ``records`` counts the records summed; a total whose last record goes is deleted.
+    that wrote it (on SQLite they sum the total's records again), and a TRUNCATE clears
+    them. So every way records change (a sync's COPY, ``bulk_create``, a cascade from a
+    deleted provider) keeps the totals exact, in the same transaction. ``records`` counts
+    the records summed; a total whose last record goes is deleted. Derived rows are left
+    out of fixtures (``_Derived``).
     """
 
     organization = models.ForeignKey(
