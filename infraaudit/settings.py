@@ -233,6 +233,9 @@ FORECAST_WARM_AFTER_SYNC = env_bool(
     "INFRAAUDIT_FORECAST_WARM_AFTER_SYNC", default=bool(CELERY_BROKER_URL)
 )
 CELERY_TASK_EAGER_PROPAGATES = False
+# Without a broker a retry would run at once, in the request: tasks give up instead
+# (costs.tasks._final_attempt). The test suite turns this on to run the real retries.
+TASK_EAGER_RETRIES = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -16,6 +16,7 @@ from infraaudit.settings import *  # noqa: E402, F403
 
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = ""
+TASK_EAGER_RETRIES = True  # the real retries, run at once (tests that want the default turn it off)
 FORECAST_WARM_AFTER_SYNC = False  # tests that want it turn it on
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {  # noqa: F405

@@ -213,7 +213,11 @@ def sync_result_run(
     except ProviderThrottled as exc:
         if not final_attempt:
             raise
-        _record_failure(result, f"{exc} (gave up after retries)")
+        given_up = (
+            f"gave up after {retries} retries" if retries
+            else "not retried: without a task queue a retry would run at once; sync again later"
+        )
+        _record_failure(result, f"{exc} ({given_up})")
     except ProviderError as exc:
         _record_failure(result, str(exc))
     except Provider.DoesNotExist:

@@ -97,8 +97,23 @@ def test_sync_gives_up_after_max_retries(
     job = _sync(api, django_capture_on_commit_callbacks)
 
     assert job["status"] == "failed"
-    assert "gave up after retries" in job["providers"][0]["error"]
+    assert f"gave up after {MAX_RETRIES} retries" in job["providers"][0]["error"]
     assert not CostRecord.objects.exists()
+
+
+def test_sync_without_a_broker_does_not_retry_a_throttled_provider_at_once(
+    api, aws_provider, stubs, settings, django_capture_on_commit_callbacks
+):
+    # The embedded default runs tasks in the request: its retries ran at once, whatever
+    # wait the provider asked for, calling Cost Explorer 7 times in a row.
+    settings.TASK_EAGER_RETRIES = False
+    stubs.outcomes = ["ThrottlingException"]
+
+    job = _sync(api, django_capture_on_commit_callbacks)
+
+    assert job["status"] == "failed"
+    assert "not retried: without a task queue" in job["providers"][0]["error"]
+    assert len(stubs.stubbers) == 1  # one Cost Explorer client, one call
 
 
 def test_sync_auth_error_is_not_retried(
