@@ -36,7 +36,9 @@ class SyncRequest(serializers.Serializer):
         "13 months back on a first sync). API providers only: a FOCUS provider reads the "
         "days its files hold."
     )
-    date_to = serializers.DateField(required=False, help_text="Last day to re-pull (default: today).")
+    date_to = serializers.DateField(
+        required=False, help_text="Last day to re-pull (given with date_from)."
+    )
 
     def validate(self, attrs):
         if bool(attrs.get("date_from")) != bool(attrs.get("date_to")):
