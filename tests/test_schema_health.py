@@ -216,3 +216,16 @@ def test_schema_response_objects_require_every_key_they_always_carry(schema):
     assert {"config", "is_active"} <= set(components["Provider"]["required"])
     # Requests keep their optional keys: a provider is created without a config.
     assert "config" not in components["ProviderRequest"].get("required", [])
+
+
+def test_schema_types_what_clients_generate_code_from(schema):
+    # is_active was a boolean limited to strings; a job's kind and an entry's status were
+    # free strings.
+    assert _params(schema, "/api/v1/providers")["is_active"]["schema"] == {
+        "type": "string", "enum": ["0", "1", "false", "true"]
+    }
+    components = schema["components"]["schemas"]
+    assert components["SyncJobKindEnum"]["enum"] == ["cost_sync", "focus_import"]
+    assert set(components["SyncJobResultStatusEnum"]["enum"]) == {
+        "queued", "running", "succeeded", "failed"
+    }

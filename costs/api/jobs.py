@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import request_org
 from costs.api.params import request_object
-from costs.models import SyncJob
+from costs.models import SyncJob, SyncJobProvider
 from costs.selectors import utc_today
 from costs.services.jobs import import_job_request, sync_job_request
 from infraaudit.errors import Unprocessable
@@ -80,7 +80,7 @@ class SyncJobResultSerializer(serializers.Serializer):
         help_text="The provider's current name; once the provider is deleted, the name it "
         "had when the job was created.",
     )
-    status = serializers.CharField()
+    status = serializers.ChoiceField(SyncJobProvider.Status.choices)
     rows_read = serializers.IntegerField()
     records_written = serializers.IntegerField()
     date_from = serializers.DateField(allow_null=True)
@@ -95,7 +95,7 @@ class SyncJobResultSerializer(serializers.Serializer):
 
 class SyncJobSerializer(serializers.Serializer):
     job_id = serializers.IntegerField(source="id")
-    kind = serializers.CharField()
+    kind = serializers.ChoiceField(["cost_sync", "focus_import"])
     status = serializers.ChoiceField(SyncJob.Status.choices)
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
