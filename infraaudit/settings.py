@@ -182,10 +182,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.BearerKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.OrgRolePermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "infraaudit.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # Bodies are JSON; only the FOCUS upload takes multipart (its own parser_classes).
+    "DEFAULT_PARSER_CLASSES": ["infraaudit.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["infraaudit.filters.QueryFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "infraaudit.pagination.Pagination",
     "PAGE_SIZE": 100,

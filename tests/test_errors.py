@@ -190,3 +190,12 @@ def test_pagination_page_past_the_end_is_404_and_last_works(api):
     assert api.get("/api/v1/providers", {"page": "5"}).status_code == 404
     assert api.get("/api/v1/providers", {"page": "last"}).status_code == 200
     assert api.get("/api/v1/costs/anomalies", {"page": "x"}).status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/costs/sync", "/api/v1/providers"])
+def test_form_bodies_are_415_where_bodies_are_json(api, path):
+    # The README says bodies are JSON and uploads multipart; a form body was accepted.
+    response = api.post(path, {"provider_id": "1", "name": "x"}, format="multipart")
+    assert response.status_code == 415
+    assert response.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
