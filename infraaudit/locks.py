@@ -9,6 +9,11 @@ from contextlib import contextmanager
 from django.db import connection
 
 
+def advisory_lock_id(name: str) -> int:
+    """The 64-bit key of the PostgreSQL advisory lock ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 @contextmanager
 def advisory_lock(name: str) -> Iterator[bool]:
     """Hold the PostgreSQL session advisory lock ``name`` (hashed to 64 bits) while the
@@ -19,7 +24,7 @@ def advisory_lock(name: str) -> Iterator[bool]:
     if connection.vendor != "postgresql":
         yield False
         return
-    lock_id = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    lock_id = advisory_lock_id(name)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(%s)", [lock_id])
     try:

@@ -127,3 +127,97 @@ def test_worker_executes_sync_from_redis(api, org, import_root, tmp_path, worker
     assert FIT_COUNTER["fits"] == fits
     assert forecast.projected_total > 0
     cache.clear()
+
+
+@pytest.fixture
+def prefork_worker(redis_broker, import_root, settings, tmp_path):
+    """A worker whose task runs in a pool child that a test can kill (what the OOM killer
+    does); its log is ``tmp_path / "prefork.log"``."""
+    from kombu import pools
+
+    pools.reset()  # kombu's process-wide producer pools keep closed connections otherwise
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
+        "CELERY_BROKER_URL": redis_broker,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "INFRAAUDIT_ENCRYPTION_KEY": ",".join(settings.ENCRYPTION_KEYS),
+        "INFRAAUDIT_IMPORT_ROOT": str(settings.IMPORT_ROOT),
+        "INFRAAUDIT_FORECAST_WARM_AFTER_SYNC": "0",
+    }
+    log_path = tmp_path / "prefork.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "infraaudit", "worker", "--pool=prefork",
+         "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+         "--without-heartbeat"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    _wait_for(lambda: "ready." in log_path.read_text(), process, log_path, "the worker")
+    yield process, log_path
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+def _wait_for(predicate, process, log_path, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the worker exited:\n" + log_path.read_text()[-3000:]
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n" + log_path.read_text()[-3000:])
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_worker_lost_twice_on_one_sync_fails_it_instead_of_running_it_for_ever(
+    api, org, import_root, prefork_worker
+):
+    """With acks_late and reject_on_worker_lost the broker delivers a task again when its
+    worker dies; a sync that kills its worker every time (out of memory) was delivered
+    for ever, its job running. The second loss now fails it, naming the cause."""
+    import psycopg
+
+    from costs.models import SyncJobProvider
+    from infraaudit.locks import advisory_lock_id
+
+    process, log_path = prefork_worker
+    folder = import_root / org.slug / "a"
+    write_focus_csv(folder / "export.csv", [{"day": "2024-01-01", "service": "EC2",
+                                             "amount": "10.50"}])
+    provider = ProviderFactory(organization=org, kind="focus", config={"uri": str(folder)})
+    db = connection.settings_dict
+    holder = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432,
+                             user=db["USER"], dbname=db["NAME"], autocommit=True)
+    lock = advisory_lock_id(f"costs.sync.provider:{provider.pk}")
+    holder.execute("SELECT pg_advisory_lock(%s)", [lock])  # each run waits inside its sync
+    try:
+        job_id = api.post("/api/v1/costs/sync", {"provider_id": provider.id},
+                          format="json").json()["job_id"]
+        entry = SyncJobProvider.objects.get(job_id=job_id)
+        for runs in (1, 2):
+            _wait_for(lambda r=runs: SyncJobProvider.objects.get(pk=entry.pk).runs == r,
+                      process, log_path, f"run {runs}")
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            os.kill(int(children.split()[0]), 9)  # the pool child running the sync
+        _wait_for(lambda: SyncJob.objects.get(pk=job_id).status not in SyncJob.ACTIVE_STATUSES,
+                  process, log_path, "the job to end")
+    finally:
+        holder.execute("SELECT pg_advisory_unlock(%s)", [lock])
+        holder.close()
+
+    entry.refresh_from_db()
+    assert (entry.status, entry.runs) == ("failed", 3)
+    assert "stopped 2 times before it finished" in entry.error
+    assert SyncJob.objects.get(pk=job_id).status == "failed"
+    assert "WorkerLostError" in log_path.read_text()
