@@ -87,10 +87,13 @@ class ServiceDayTotal(models.Model):
     out of fixtures (``_Derived``).
     """
 
+    # No index of their own: the key's and (organization, day) lead with them.
     organization = models.ForeignKey(
-        "accounts.Organization", on_delete=models.CASCADE, related_name="+"
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
     )
-    provider = models.ForeignKey("providers.Provider", on_delete=models.CASCADE, related_name="+")
+    provider = models.ForeignKey(
+        "providers.Provider", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     day = models.DateField()
     service = models.CharField(max_length=200)
     currency = models.CharField(max_length=3)

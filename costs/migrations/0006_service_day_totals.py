@@ -167,11 +167,11 @@ class Migration(migrations.Migration):
                 ("effective_amount", models.DecimalField(decimal_places=12, max_digits=40)),
                 ("records", models.IntegerField()),
                 ("organization", models.ForeignKey(
-                    on_delete=django.db.models.deletion.CASCADE, related_name="+",
-                    to="accounts.organization")),
+                    db_index=False, on_delete=django.db.models.deletion.CASCADE,
+                    related_name="+", to="accounts.organization")),
                 ("provider", models.ForeignKey(
-                    on_delete=django.db.models.deletion.CASCADE, related_name="+",
-                    to="providers.provider")),
+                    db_index=False, on_delete=django.db.models.deletion.CASCADE,
+                    related_name="+", to="providers.provider")),
             ],
             options={
                 "default_manager_name": "derived",
