@@ -1,6 +1,7 @@
 """End to end: a sync requested through the API is executed by a real Celery worker
 process consuming from the real Redis broker, which then warms the forecast cache."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -52,33 +53,47 @@ def redis_broker():
     client.flushdb()
 
 
-@pytest.fixture
-def worker(redis_broker, import_root, settings, tmp_path):
+def _database_url() -> str:
+    """The test database, for another process or connection."""
     db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@contextlib.contextmanager
+def _celery_worker(broker: str, settings, log_path: Path, pool: list[str], **env: str):
+    """A real ``celery worker`` process on ``broker`` and the test database, logging to
+    ``log_path``; terminated (killed if need be) when the block ends."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
-        "DATABASE_URL": (
-            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        ),
-        "CELERY_BROKER_URL": redis_broker,
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": broker,
         "DJANGO_SECRET_KEY": settings.SECRET_KEY,
         "INFRAAUDIT_ENCRYPTION_KEY": ",".join(settings.ENCRYPTION_KEYS),
         "INFRAAUDIT_IMPORT_ROOT": str(settings.IMPORT_ROOT),
+        **env,
     }
-    log = (tmp_path / "worker.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "infraaudit", "worker", "--pool=solo",
-         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(  # noqa: S603 (the test's own command, not input)
+            [sys.executable, "-m", "celery", "-A", "infraaudit", "worker", *pool,
+             "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def worker(redis_broker, import_root, settings, tmp_path):
+    with _celery_worker(redis_broker, settings, tmp_path / "worker.log", ["--pool=solo"]) as process:
+        yield process
 
 
 @pytest.mark.worker
@@ -136,36 +151,13 @@ def prefork_worker(redis_broker, import_root, settings, tmp_path):
     from kombu import pools
 
     pools.reset()  # kombu's process-wide producer pools keep closed connections otherwise
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "infraaudit.settings",
-        "DATABASE_URL": (
-            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        ),
-        "CELERY_BROKER_URL": redis_broker,
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "INFRAAUDIT_ENCRYPTION_KEY": ",".join(settings.ENCRYPTION_KEYS),
-        "INFRAAUDIT_IMPORT_ROOT": str(settings.IMPORT_ROOT),
-        "INFRAAUDIT_FORECAST_WARM_AFTER_SYNC": "0",
-    }
     log_path = tmp_path / "prefork.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "infraaudit", "worker", "--pool=prefork",
-         "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-         "--without-heartbeat"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    _wait_for(lambda: "ready." in log_path.read_text(), process, log_path, "the worker")
-    yield process, log_path
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+    with _celery_worker(
+        redis_broker, settings, log_path, ["--pool=prefork", "--concurrency=1"],
+        INFRAAUDIT_FORECAST_WARM_AFTER_SYNC="0",
+    ) as process:
+        _wait_for(lambda: "ready." in log_path.read_text(), process, log_path, "the worker")
+        yield process, log_path
 
 
 def _wait_for(predicate, process, log_path, what, timeout=60):
@@ -196,9 +188,7 @@ def test_worker_lost_twice_on_one_sync_fails_it_instead_of_running_it_for_ever(
     write_focus_csv(folder / "export.csv", [{"day": "2024-01-01", "service": "EC2",
                                              "amount": "10.50"}])
     provider = ProviderFactory(organization=org, kind="focus", config={"uri": str(folder)})
-    db = connection.settings_dict
-    holder = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432,
-                             user=db["USER"], dbname=db["NAME"], autocommit=True)
+    holder = psycopg.connect(_database_url(), autocommit=True)
     lock = advisory_lock_id(f"costs.sync.provider:{provider.pk}")
     holder.execute("SELECT pg_advisory_lock(%s)", [lock])  # each run waits inside its sync
     try:
